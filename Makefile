@@ -1,0 +1,56 @@
+# vla_lab — every target installs what it needs by itself (`make setup` is idempotent and fast when done).
+SHELL := /bin/bash
+PY_SYS ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.stamp-install
+WEB := vla_lab/sim/web
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup sim-deps test test-full bench lint demo clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(PY):
+	$(PY_SYS) -m venv $(VENV)
+
+# torch/torchvision first, on their own line: pip then takes the local wheels and no other
+# requirement can pull a different torch build in.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP) sim-deps ## create .venv and install vla_lab (editable) with dev extras, Chromium and the simulator's npm packages
+
+sim-deps: ## install headless Chromium (apt) and the simulator's npm packages (npm ci)
+	@if [ ! -x /usr/lib/chromium/chromium ]; then \
+		echo "installing chromium (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if [ -f $(WEB)/package-lock.json ] && [ ! -f $(WEB)/node_modules/.package-lock.json -o $(WEB)/package-lock.json -nt $(WEB)/node_modules/.package-lock.json ]; then \
+		cd $(WEB) && npm ci --silent --no-audit --no-fund; \
+	fi
+
+test: setup ## fast test suite (under ~10 minutes on 2 cores)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-full: setup ## every test, the slow ones too
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+bench: setup ## benchmarks; JSON results in outputs/bench/
+	$(PY) -m vla_lab.bench --out outputs/bench
+
+lint: setup ## ruff
+	$(VENV)/bin/ruff check vla_lab tests
+	$(VENV)/bin/ruff format --check vla_lab tests
+
+demo: setup ## the main job: generate demos, run the data pipeline (training and closed-loop eval follow)
+	$(PY) -m vla_lab.demo
+
+clean: ## remove generated outputs (keeps .venv)
+	rm -rf outputs/* .pytest_cache
+	touch outputs/.gitkeep

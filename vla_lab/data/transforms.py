@@ -1,0 +1,106 @@
+"""Image augmentation (torchvision.transforms.v2) and the evaluation transform that matches it.
+
+``build_image_transform(aug, size, train=...)`` is the single place both are made, so whatever crop
+training uses, evaluation applies its deterministic counterpart: a center crop of the mean area of
+the training crop's scale range, resized to the same size (OpenVLA's recipe). Inputs are uint8
+``(3, H, W)`` tensors; outputs float32 in [0, 1].
+
+Geometric augmentations that change what an action means (mirror, rotation) act on the whole sample
+(images and action chunk) and are enabled only when the dataset's action space declares how.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torchvision.transforms.v2 as T
+import torchvision.transforms.v2.functional as F
+
+from vla_lab.config.schemas import AugmentationConfig
+from vla_lab.data.format import ActionSpace
+
+
+class CenterCropFraction(torch.nn.Module):
+    """Center crop keeping ``area`` of the image (square side sqrt(area) of the shorter side)."""
+
+    def __init__(self, area: float):
+        super().__init__()
+        self.area = area
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        side = max(1, round(math.sqrt(self.area) * min(h, w)))
+        return F.center_crop(img, [side, side])
+
+
+def eval_crop_area(aug: AugmentationConfig) -> float:
+    return (aug.crop.scale[0] + aug.crop.scale[1]) / 2 if aug.crop.enabled else 1.0
+
+
+def build_image_transform(aug: AugmentationConfig, size: int, *, train: bool) -> Callable:
+    steps: list[torch.nn.Module] = []
+    if train and aug.crop.enabled:
+        steps.append(T.RandomResizedCrop(size, scale=tuple(aug.crop.scale), ratio=tuple(aug.crop.ratio),
+                                         antialias=True))
+    else:
+        if aug.crop.enabled and eval_crop_area(aug) < 1.0:
+            steps.append(CenterCropFraction(eval_crop_area(aug)))
+        steps.append(T.Resize((size, size), antialias=True))
+    if train and aug.color_jitter.enabled:
+        cj = aug.color_jitter
+        steps.append(T.ColorJitter(brightness=cj.brightness, contrast=tuple(cj.contrast),
+                                   saturation=tuple(cj.saturation), hue=cj.hue or None))
+    steps.append(T.ToDtype(torch.float32, scale=True))
+    if train and aug.blur.enabled:
+        steps.append(T.RandomApply([T.GaussianBlur(aug.blur.kernel_size, sigma=tuple(aug.blur.sigma))],
+                                   p=aug.blur.p))
+    if train and aug.noise.enabled:
+        steps.append(T.GaussianNoise(mean=0.0, sigma=aug.noise.std, clip=True))
+    return T.Compose(steps)
+
+
+class GeometricAugment:
+    """Mirror/rotate every camera of a sample and transform its action chunk to match.
+
+    Mirror: image flipped left-right and the action dims in ``action_space.mirror_negate`` negated.
+    Rotation by θ (counter-clockwise in the image): planar dims (image-right, image-up) rotated by θ;
+    for absolute action spaces the yaw dim shifts by θ (a delta yaw is invariant). Proprio is not
+    changed, so these suit policies that do not read the state.
+    """
+
+    def __init__(self, aug: AugmentationConfig, action_space: ActionSpace, generator: torch.Generator | None = None):
+        self.flip_p = aug.flip.p if aug.flip.enabled and action_space.mirror_negate else 0.0
+        self.max_deg = aug.rotate.degrees if aug.rotate.enabled and action_space.planar_dims else 0.0
+        self.negate = list(action_space.mirror_negate or [])
+        self.planar = list(action_space.planar_dims or [])
+        self.yaw = action_space.yaw_dim
+        self.absolute = not action_space.kind.startswith("delta")
+        self.gen = generator
+
+    @property
+    def active(self) -> bool:
+        return self.flip_p > 0 or self.max_deg > 0
+
+    def __call__(self, images: dict[str, torch.Tensor], actions: torch.Tensor):
+        if self.flip_p > 0 and torch.rand((), generator=self.gen) < self.flip_p:
+            images = {k: F.horizontal_flip(v) for k, v in images.items()}
+            actions = actions.clone()
+            actions[..., self.negate] = -actions[..., self.negate]
+        if self.max_deg > 0:
+            deg = float((torch.rand((), generator=self.gen) * 2 - 1) * self.max_deg)
+            images = {k: F.rotate(v, deg) for k, v in images.items()}
+            actions = rotate_planar(actions, self.planar, math.radians(deg))
+            if self.absolute and self.yaw is not None:
+                actions[..., self.yaw] += math.radians(deg)
+        return images, actions
+
+
+def rotate_planar(actions: torch.Tensor, dims: list[int], theta: float) -> torch.Tensor:
+    i, j = dims
+    c, s = math.cos(theta), math.sin(theta)
+    out = actions.clone()
+    out[..., i] = c * actions[..., i] - s * actions[..., j]
+    out[..., j] = s * actions[..., i] + c * actions[..., j]
+    return out

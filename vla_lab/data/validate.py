@@ -1,0 +1,118 @@
+"""Schema and content checks for demonstration files: one ``Problem`` per defect found."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from vla_lab.data import format as fmt
+from vla_lab.data.errors import DataError
+from vla_lab.data.reader import VLA_LAB, DemoSource, h5_errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    demo: str | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = ":".join(p for p in (self.file, self.demo, self.key) if p)
+        return f"{where}: {self.message}"
+
+
+def validate_file(path: str | os.PathLike, *, deep: bool = False) -> list[Problem]:
+    """Check one file. ``deep`` also decodes every image frame (finds corrupt chunks; slower)."""
+    try:
+        source = DemoSource(path)
+    except DataError as err:
+        return [Problem(err.file or str(path), err.demo, err.key, err.detail)]
+    problems: list[Problem] = []
+    if not source.episodes:
+        problems.append(Problem(source.path, None, "data", "file holds no demos"))
+    try:
+        with source.open() as f:
+            if source.format == VLA_LAB:
+                problems += _check_header(source, f)
+            for ep in source.episodes:
+                problems += _check_demo(source, f, ep.demo, deep)
+    except DataError as err:
+        problems.append(Problem(err.file or source.path, err.demo, err.key, err.detail))
+    return problems
+
+
+def _check_header(source: DemoSource, f: h5py.File) -> list[Problem]:
+    attrs = f[fmt.DATA_GROUP].attrs
+    problems = []
+    declared = int(attrs.get("num_demos", -1))
+    if declared != len(source.episodes):
+        problems.append(Problem(source.path, None, "data.attrs.num_demos",
+                                f"says {declared} but the file holds {len(source.episodes)} demos"))
+    total = sum(e.length for e in source.episodes)
+    if int(attrs.get("total", -1)) != total:
+        problems.append(Problem(source.path, None, "data.attrs.total",
+                                f"says {int(attrs.get('total', -1))} but demos sum to {total} steps"))
+    return problems
+
+
+def _check_demo(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list[Problem]:
+    out: list[Problem] = []
+
+    def bad(key: str, message: str) -> None:
+        out.append(Problem(source.path, demo, key, message))
+
+    g = f[fmt.DATA_GROUP][demo]
+    with h5_errors(source.path, demo, fmt.ACTIONS):
+        actions = np.asarray(g[fmt.ACTIONS])
+    if actions.ndim != 2 or actions.shape[1] != source.action_space.dim:
+        bad(fmt.ACTIONS, f"shape {actions.shape}, expected (T, {source.action_space.dim})")
+    elif not np.isfinite(actions).all():
+        rows = np.unique(np.argwhere(~np.isfinite(actions))[:, 0])
+        bad(fmt.ACTIONS, f"NaN or inf at steps {rows[:5].tolist()}{'...' if len(rows) > 5 else ''}")
+    t = actions.shape[0] if actions.ndim else 0
+    if t == 0:
+        bad(fmt.ACTIONS, "empty episode")
+    declared = g.attrs.get("num_samples")
+    if declared is not None and int(declared) != t:
+        bad("attrs.num_samples", f"says {int(declared)} but actions have {t} steps")
+    if source.format == VLA_LAB and not str(g.attrs.get("language_instruction", "")).strip():
+        bad("attrs.language_instruction", "missing or empty")
+    for name in (fmt.REWARDS, fmt.DONES):
+        if name not in g:
+            bad(name, "missing dataset")
+        elif g[name].shape[0] != t:
+            bad(name, f"{g[name].shape[0]} steps but actions have {t}")
+    if fmt.OBS_GROUP not in g:
+        bad(fmt.OBS_GROUP, "missing group")
+        return out
+    obs = g[fmt.OBS_GROUP]
+    for cam in source.cameras:
+        key = f"obs/{fmt.camera_dataset(cam)}"
+        ds = obs.get(fmt.camera_dataset(cam))
+        if ds is None:
+            bad(key, "missing camera")
+            continue
+        if ds.ndim != 4 or ds.shape[0] != t or ds.shape[-1] != 3:
+            bad(key, f"shape {ds.shape}, expected ({t}, H, W, 3)")
+        elif ds.dtype != np.uint8:
+            bad(key, f"dtype {ds.dtype}, expected uint8")
+        elif deep:
+            try:
+                for i in range(ds.shape[0]):
+                    ds[i]
+            except (OSError, ValueError, RuntimeError) as exc:
+                bad(f"{key}[{i}]", f"unreadable frame ({exc})")
+    for k in source.proprio_keys:
+        ds = obs.get(k)
+        if ds is None:
+            bad(f"obs/{k}", "missing proprio key")
+            continue
+        if ds.shape[0] != t:
+            bad(f"obs/{k}", f"{ds.shape[0]} steps but actions have {t}")
+        elif not np.isfinite(np.asarray(ds, dtype=np.float64)).all():
+            bad(f"obs/{k}", "NaN or inf")
+    return out

@@ -1,0 +1,193 @@
+"""OpenVLA configuration: one typed dataclass used by Hydra presets and by saved checkpoints.
+
+``config.json`` is written in the layout of the official ``openvla/openvla-7b`` checkpoint
+(``timm_model_ids``, ``image_sizes``, ``text_config``, ``n_action_bins``, ``pad_to_multiple_of``,
+``norm_stats`` …) plus vla_lab's own fields, so the same reader loads both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DINOV2_MEAN, DINOV2_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+SIGLIP_MEAN, SIGLIP_STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
+DINOV2_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
+SIGLIP_ID = "vit_so400m_patch14_siglip_224"
+PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
+ACTION_HEADS = ("tokens", "l1_chunk")
+
+
+@dataclass
+class ViTSpec:
+    """One timm ViT of the fused backbone; the size overrides shrink it for CPU configs."""
+
+    timm_id: str = DINOV2_ID
+    img_size: int = 224
+    act_layer: str | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    mean: list[float] = field(default_factory=lambda: list(DINOV2_MEAN))
+    std: list[float] = field(default_factory=lambda: list(DINOV2_STD))
+
+    def timm_kwargs(self) -> dict[str, Any]:
+        sizes = {k: getattr(self, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")}
+        return {k: v for k, v in sizes.items() if v is not None}
+
+
+@dataclass
+class LlamaSpec:
+    """LlamaConfig fields; defaults are Llama-2-7B as released inside OpenVLA (vocab padded to 32064)."""
+
+    vocab_size: int = 32064
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    max_position_embeddings: int = 2048
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 32000
+
+
+@dataclass
+class L1HeadSpec:
+    """OFT-style continuous head: MLP over the hidden states of one chunk step's A placeholders."""
+
+    hidden_dim: int | None = None  # None: the LLM width
+    num_blocks: int = 2
+
+
+@dataclass
+class OpenVLAConfig:
+    family: str = "openvla"
+    vision: list[ViTSpec] = field(
+        default_factory=lambda: [
+            ViTSpec(DINOV2_ID, mean=list(DINOV2_MEAN), std=list(DINOV2_STD)),
+            ViTSpec(SIGLIP_ID, mean=list(SIGLIP_MEAN), std=list(SIGLIP_STD)),
+        ]
+    )
+    text: LlamaSpec = field(default_factory=LlamaSpec)
+    pad_to_multiple_of: int = 64
+    n_action_bins: int = 256
+    #: Size of the tokenizer's vocabulary (action ids are its last ``n_action_bins``); None: the
+    #: embedding rows minus ``pad_to_multiple_of``, as upstream.
+    text_vocab_size: int | None = None
+    #: The empty "▁" token upstream appends after ``Out:`` (29871 in the Llama-2 vocabulary).
+    space_token_id: int = 29871
+    prompt_template: str = PROMPT_TEMPLATE
+    #: Prompts longer than this many tokens are truncated (with a warning), keeping the end.
+    max_prompt_tokens: int = 96
+    action_head: str = "tokens"
+    chunk_size: int = 1
+    n_action_steps: int | None = None
+    temporal_ensemble_coeff: float | None = None
+    action_dim: int = 7
+    cameras: list[str] = field(default_factory=lambda: ["agentview"])
+    l1_head: L1HeadSpec = field(default_factory=L1HeadSpec)
+    #: Tokenizer source: a directory with tokenizer files, or "train" to fit a byte-level BPE on the
+    #: instruction corpus (small configs only).
+    tokenizer: str = "train"
+    tokenizer_train_vocab: int = 512
+    gradient_checkpointing: bool = False
+    #: Local directory (or hub id) of weights to start from; None: random init.
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.action_head not in ACTION_HEADS:
+            raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
+        if len(self.vision) not in (1, 2):
+            raise ValueError(f"vision must list 1 or 2 backbones, got {len(self.vision)}")
+        if self.chunk_size < 1 or self.action_dim < 1:
+            raise ValueError("chunk_size and action_dim must be >= 1")
+        if self.vocab_size <= self.n_action_bins:
+            raise ValueError(f"text_vocab_size {self.vocab_size} leaves no room for {self.n_action_bins} bins")
+
+    @property
+    def vocab_size(self) -> int:
+        if self.text_vocab_size is not None:
+            return self.text_vocab_size
+        return self.text.vocab_size - self.pad_to_multiple_of
+
+    @property
+    def fused(self) -> bool:
+        return len(self.vision) == 2
+
+    @property
+    def image_size(self) -> int:
+        return self.vision[0].img_size
+
+    # ---- (de)serialisation in the official layout ----
+    def to_hf_dict(self) -> dict[str, Any]:
+        d = {
+            "model_type": "openvla",
+            "architectures": ["OpenVLAForActionPrediction"],
+            "use_fused_vision_backbone": self.fused,
+            "timm_model_ids": [v.timm_id for v in self.vision],
+            "timm_override_act_layers": [v.act_layer for v in self.vision],
+            "image_sizes": [v.img_size for v in self.vision],
+            "text_config": {"model_type": "llama", **dataclasses.asdict(self.text)},
+            "pad_token_id": self.text.pad_token_id,
+            "pad_to_multiple_of": self.pad_to_multiple_of,
+            "n_action_bins": self.n_action_bins,
+        }
+        d["vla_lab"] = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("text", "pretrained")}
+        return d
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any]) -> OpenVLAConfig:
+        if d.get("model_type") not in ("openvla", "prismatic"):
+            raise ValueError(f"config.json describes model_type={d.get('model_type')!r}, not an OpenVLA model")
+        own = dict(d.get("vla_lab", {}))
+        text_fields = {f.name for f in dataclasses.fields(LlamaSpec)}
+        text = LlamaSpec(**{k: v for k, v in d.get("text_config", {}).items() if k in text_fields})
+        if "rope_parameters" in d.get("text_config", {}) and "rope_theta" not in d["text_config"]:
+            text.rope_theta = float(d["text_config"]["rope_parameters"].get("rope_theta", text.rope_theta))
+        text.pad_token_id = d.get("pad_token_id", text.pad_token_id)
+        if "vision" in own:
+            vision = [ViTSpec(**v) for v in own.pop("vision")]
+        else:
+            vision = [
+                ViTSpec(tid, size, act, mean=list(_stats_for(tid)[0]), std=list(_stats_for(tid)[1]))
+                for tid, size, act in zip(d["timm_model_ids"], d["image_sizes"], d["timm_override_act_layers"], strict=True)
+            ]
+            own.setdefault("tokenizer", ".")
+        if "l1_head" in own:
+            own["l1_head"] = L1HeadSpec(**own["l1_head"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(own) - known
+        if unknown:
+            raise ValueError(f"config.json has unknown vla_lab fields {sorted(unknown)}")
+        return cls(vision=vision, text=text, pad_to_multiple_of=d.get("pad_to_multiple_of", 64),
+                   n_action_bins=d.get("n_action_bins", 256),
+                   **{k: v for k, v in own.items() if k not in ("pad_to_multiple_of", "n_action_bins")})
+
+
+def _stats_for(timm_id: str) -> tuple[list[float], list[float]]:
+    if "dinov2" in timm_id:
+        return DINOV2_MEAN, DINOV2_STD
+    if "siglip" in timm_id:
+        return SIGLIP_MEAN, SIGLIP_STD
+    raise ValueError(f"no image statistics known for vision backbone {timm_id!r}")
+
+
+def config_from_mapping(cfg: dict[str, Any]) -> OpenVLAConfig:
+    """Builds the dataclass from a plain mapping (e.g. a resolved Hydra node)."""
+    cfg = dict(cfg)
+    cfg["vision"] = [v if isinstance(v, ViTSpec) else ViTSpec(**v) for v in cfg.get("vision", [])] or None
+    if cfg["vision"] is None:
+        del cfg["vision"]
+    if "text" in cfg and not isinstance(cfg["text"], LlamaSpec):
+        cfg["text"] = LlamaSpec(**cfg["text"])
+    if "l1_head" in cfg and not isinstance(cfg["l1_head"], L1HeadSpec):
+        cfg["l1_head"] = L1HeadSpec(**cfg["l1_head"])
+    return OpenVLAConfig(**cfg)

@@ -1,0 +1,342 @@
+"""Native Prismatic / OpenVLA model with module names and shapes of the official checkpoint.
+
+``OpenVLAForActionPrediction`` holds ``vision_backbone.featurizer`` (DINOv2, timm),
+``vision_backbone.fused_featurizer`` (SigLIP, timm), ``projector.fc1/fc2/fc3`` and
+``language_model`` (``LlamaForCausalLM``); the optional ``action_head`` exists only for the
+``l1_chunk`` head. Patch features come from the second-to-last ViT block without the final norm,
+the two backbones' features are concatenated per patch, and the projected patches are inserted
+right after ``<s>``. ``OpenVLAPolicy`` adds the vla_lab policy contract on top.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from timm.layers import LayerScale
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from vla_lab.config import keys
+from vla_lab.policies.action_tokenizer import BinActionTokenizer
+from vla_lab.policies.contract import VLAPolicy, check_actions, check_images, tasks_of
+from vla_lab.policies.openvla.configuration_openvla import L1HeadSpec, LlamaSpec, OpenVLAConfig, ViTSpec
+
+IGNORE_INDEX = -100
+
+
+class ScaledResidual(nn.Module):
+    """timm's LayerScale with its weight named ``scale_factor`` as in the official checkpoint
+    (a parameter named ``gamma`` is renamed by some loaders, so upstream avoided it)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale_factor = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale_factor
+
+
+def build_vit(spec: ViTSpec, init_weights: bool = True) -> nn.Module:
+    """timm ViT without classifier; ``init_weights=False`` allows building on the meta device."""
+    vit = timm.create_model(
+        spec.timm_id, pretrained=False, num_classes=0, img_size=spec.img_size, act_layer=spec.act_layer,
+        weight_init="" if init_weights else "skip", **spec.timm_kwargs(),
+    )
+    for block in vit.blocks:
+        for name in ("ls1", "ls2"):
+            old = getattr(block, name, None)
+            if isinstance(old, LayerScale):
+                new = ScaledResidual(old.gamma.shape[0]).to(old.gamma.device)
+                if old.gamma.device.type != "meta":
+                    new.scale_factor.data.copy_(old.gamma.data)
+                setattr(block, name, new)
+    return vit
+
+
+def penultimate_patches(vit: nn.Module, x: torch.Tensor, grad_ckpt: bool = False) -> torch.Tensor:
+    """Patch tokens after the second-to-last block (prefix tokens dropped, no final norm)."""
+    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+    for block in vit.blocks[:-1]:
+        x = checkpoint(block, x, use_reentrant=False) if grad_ckpt and x.requires_grad else block(x)
+    return x[:, vit.num_prefix_tokens :]
+
+
+class PrismaticVisionBackbone(nn.Module):
+    def __init__(self, specs: list[ViTSpec], init_weights: bool = True) -> None:
+        super().__init__()
+        self.featurizer = build_vit(specs[0], init_weights)
+        self.embed_dim = self.featurizer.embed_dim
+        self.use_fused_vision_backbone = len(specs) == 2
+        if self.use_fused_vision_backbone:
+            self.fused_featurizer = build_vit(specs[1], init_weights)
+            self.embed_dim += self.fused_featurizer.embed_dim
+        self.gradient_checkpointing = False
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if not self.use_fused_vision_backbone:
+            return penultimate_patches(self.featurizer, pixel_values, self.gradient_checkpointing)
+        img, img_fused = torch.split(pixel_values, [3, 3], dim=1)
+        return torch.cat(
+            [penultimate_patches(self.featurizer, img, self.gradient_checkpointing),
+             penultimate_patches(self.fused_featurizer, img_fused, self.gradient_checkpointing)],
+            dim=2,
+        )
+
+
+class PrismaticProjector(nn.Module):
+    """GELU MLP; the fused variant widens to 4× the vision width first (3 layers)."""
+
+    def __init__(self, fused: bool, vision_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        self.fused = fused
+        if fused:
+            self.fc1 = nn.Linear(vision_dim, 4 * vision_dim)
+            self.fc2 = nn.Linear(4 * vision_dim, llm_dim)
+            self.fc3 = nn.Linear(llm_dim, llm_dim)
+            self.act_fn1, self.act_fn2 = nn.GELU(), nn.GELU()
+        else:
+            self.fc1 = nn.Linear(vision_dim, llm_dim)
+            self.fc2 = nn.Linear(llm_dim, llm_dim)
+            self.act_fn1 = nn.GELU()
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        x = self.fc2(self.act_fn1(self.fc1(patches)))
+        return self.fc3(self.act_fn2(x)) if self.fused else x
+
+
+class L1ActionHead(nn.Module):
+    """Residual MLP from the hidden states of one chunk step's A placeholders to its A actions."""
+
+    def __init__(self, llm_dim: int, action_dim: int, spec: L1HeadSpec) -> None:
+        super().__init__()
+        hidden = spec.hidden_dim or llm_dim
+        self.norm_in = nn.LayerNorm(llm_dim * action_dim)
+        self.fc_in = nn.Linear(llm_dim * action_dim, hidden)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU()) for _ in range(spec.num_blocks)
+        )
+        self.norm_out = nn.LayerNorm(hidden)
+        self.fc_out = nn.Linear(hidden, action_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.fc_in(self.norm_in(h)))
+        for block in self.blocks:
+            x = x + block(x)
+        return self.fc_out(self.norm_out(x))
+
+
+def llama_config(spec: LlamaSpec) -> LlamaConfig:
+    cfg = LlamaConfig(
+        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads, max_position_embeddings=spec.max_position_embeddings,
+        rms_norm_eps=spec.rms_norm_eps, rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
+        bos_token_id=spec.bos_token_id, eos_token_id=spec.eos_token_id, pad_token_id=spec.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+class OpenVLAForActionPrediction(nn.Module):
+    """The checkpoint-compatible network (no tokenizer, no statistics)."""
+
+    def __init__(self, config: OpenVLAConfig, init_weights: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.vision_backbone = PrismaticVisionBackbone(config.vision, init_weights)
+        self.projector = PrismaticProjector(config.fused, self.vision_backbone.embed_dim, config.text.hidden_size)
+        self.language_model = LlamaForCausalLM(llama_config(config.text))
+        if config.action_head == "l1_chunk":
+            self.action_head = L1ActionHead(config.text.hidden_size, config.action_dim, config.l1_head)
+
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.vision_backbone(pixel_values))
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.language_model.get_input_embeddings()(ids)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        self.vision_backbone.gradient_checkpointing = enabled
+        if enabled:
+            self.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.language_model.gradient_checkpointing_disable()
+
+
+class Sequence:
+    """A left-padded multimodal sequence: ``[pad…, <s>, patches, prompt…, suffix…]``."""
+
+    def __init__(self, embeds: torch.Tensor, mask: torch.Tensor) -> None:
+        self.embeds, self.mask = embeds, mask
+        self.position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def assemble(model: OpenVLAForActionPrediction, patches: torch.Tensor, prompts: list[list[int]],
+             suffix: torch.Tensor | None) -> Sequence:
+    """``prompts`` start with ``<s>``; ``suffix`` (B, S, D) embeddings are appended to every row."""
+    batch, device = len(prompts), patches.device
+    width = max(len(p) for p in prompts)
+    ids = torch.zeros(batch, width, dtype=torch.long, device=device)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p):] = torch.tensor(p, device=device)
+    text = model.embed_tokens(ids)
+    rows = []
+    for b, p in enumerate(prompts):
+        start = width - len(p)
+        parts = [text[b, start : start + 1], patches[b], text[b, start + 1 :]]
+        if suffix is not None:
+            parts.append(suffix[b])
+        rows.append(torch.cat(parts))
+    length = max(r.shape[0] for r in rows)
+    embeds = patches.new_zeros(batch, length, patches.shape[-1])
+    mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    for b, r in enumerate(rows):
+        embeds[b, length - r.shape[0]:] = r
+        mask[b, length - r.shape[0]:] = True
+    return Sequence(embeds, mask)
+
+
+def block_bidirectional_mask(mask: torch.Tensor, n_block: int) -> torch.Tensor:
+    """(B, 1, L, L) boolean mask: causal over real tokens, but the last ``n_block`` positions see each other."""
+    length = mask.shape[1]
+    idx = torch.arange(length, device=mask.device)
+    allowed = idx[None, :] <= idx[:, None]
+    in_block = idx >= length - n_block
+    allowed = allowed | (in_block[:, None] & in_block[None, :])
+    allowed = allowed[None] & mask[:, None, :]
+    # Padding rows would be all-False (NaN in softmax): let them attend to themselves.
+    allowed = allowed | torch.eye(length, dtype=torch.bool, device=mask.device)[None]
+    return allowed[:, None]
+
+
+class OpenVLAPolicy(VLAPolicy):
+    name = "openvla"
+
+    def __init__(self, config: OpenVLAConfig, processor, init_weights: bool = True) -> None:
+        super().__init__(config.chunk_size, config.n_action_steps, config.temporal_ensemble_coeff)
+        self.config = config
+        self.processor = processor
+        self.model = OpenVLAForActionPrediction(config, init_weights)
+        self.action_tokenizer = BinActionTokenizer(config.vocab_size, config.n_action_bins)
+        self.model.set_gradient_checkpointing(config.gradient_checkpointing)
+
+    # ---- inputs ----
+    def _encode_observation(self, observation) -> tuple[torch.Tensor, list[list[int]]]:
+        images = check_images(observation, self.config.cameras[:1], self.config.image_size)
+        pixel_values = self.processor.pixel_values(images[0])
+        prompts = self.processor.prompt_ids(tasks_of(observation, pixel_values.shape[0]))
+        dtype = self.model.projector.fc1.weight.dtype
+        patches = self.model.embed_images(pixel_values.to(dtype if dtype.is_floating_point else torch.float32))
+        return patches, prompts
+
+    def _hidden(self, seq: Sequence, attn: torch.Tensor | None = None, **kw):
+        return self.model.language_model.model(
+            inputs_embeds=seq.embeds, attention_mask=seq.mask if attn is None else attn,
+            position_ids=seq.position_ids, **kw,
+        )
+
+    # ---- training ----
+    def forward(self, batch) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        action, is_pad = check_actions(batch, self.config.chunk_size, self.config.action_dim)
+        patches, prompts = self._encode_observation(batch)
+        if self.config.action_head == "l1_chunk":
+            return self._l1_forward(patches, prompts, action, is_pad)
+        return self._token_forward(patches, prompts, action, is_pad)
+
+    def _token_forward(self, patches, prompts, action, is_pad):
+        batch = action.shape[0]
+        targets = self.action_tokenizer.encode(action).reshape(batch, -1)
+        eos = torch.full((batch, 1), self.config.text.eos_token_id, dtype=torch.long, device=targets.device)
+        suffix_ids = torch.cat([targets, eos], dim=1)
+        seq = assemble(self.model, patches, prompts, self.model.embed_tokens(suffix_ids))
+        hidden = self._hidden(seq).last_hidden_state
+        n = suffix_ids.shape[1]
+        logits = self.model.language_model.lm_head(hidden[:, -n - 1 : -1]).float()
+        labels = suffix_ids.clone()
+        labels[:, :-1][is_pad.repeat_interleave(self.config.action_dim, dim=1)] = IGNORE_INDEX
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        with torch.no_grad():
+            pred = logits[:, :-1].argmax(-1)
+            valid = labels[:, :-1] != IGNORE_INDEX
+            acc = (pred == targets)[valid].float().mean()
+            pred_actions = self.action_tokenizer.decode(pred).reshape(action.shape)
+        return loss, {"loss": loss.detach(), "token_accuracy": acc, **action_metrics(pred_actions, action, is_pad)}
+
+    def _placeholders(self, batch: int, patches: torch.Tensor) -> torch.Tensor:
+        # OFT feeds zero embeddings at the action slots; the head reads their final hidden states.
+        n = self.config.chunk_size * self.config.action_dim
+        return patches.new_zeros(batch, n, patches.shape[-1])
+
+    def _l1_chunk(self, patches, prompts) -> torch.Tensor:
+        batch = patches.shape[0]
+        n = self.config.chunk_size * self.config.action_dim
+        seq = assemble(self.model, patches, prompts, self._placeholders(batch, patches))
+        hidden = self._hidden(seq, attn=block_bidirectional_mask(seq.mask, n)).last_hidden_state[:, -n:]
+        hidden = hidden.reshape(batch, self.config.chunk_size, -1)
+        return self.model.action_head(hidden).float()
+
+    def _l1_forward(self, patches, prompts, action, is_pad):
+        pred = self._l1_chunk(patches, prompts)
+        keep = (~is_pad).unsqueeze(-1).float()
+        loss = (torch.abs(pred - action) * keep).sum() / (keep.sum() * action.shape[-1]).clamp(min=1)
+        return loss, {"loss": loss.detach(), **action_metrics(pred.detach(), action, is_pad)}
+
+    # ---- inference ----
+    @torch.no_grad()
+    def predict_action_chunk(self, observation) -> torch.Tensor:
+        patches, prompts = self._encode_observation(observation)
+        if self.config.action_head == "l1_chunk":
+            return self._l1_chunk(patches, prompts)
+        ids = self.generate_action_ids(patches, prompts)
+        return self.action_tokenizer.decode(ids).reshape(len(prompts), self.config.chunk_size, -1)
+
+    @torch.no_grad()
+    def generate_action_ids(self, patches: torch.Tensor, prompts: list[list[int]]) -> torch.Tensor:
+        """Greedy decoding of ``chunk_size × action_dim`` tokens with a KV cache."""
+        seq = assemble(self.model, patches, prompts, None)
+        lm = self.model.language_model
+        cache = DynamicCache(config=lm.config)
+        out = lm(inputs_embeds=seq.embeds, attention_mask=seq.mask.long(), position_ids=seq.position_ids,
+                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+        mask, pos = seq.mask.long(), seq.position_ids[:, -1:]
+        tokens = []
+        for step in range(self.config.chunk_size * self.config.action_dim):
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            tokens.append(nxt)
+            if step + 1 == self.config.chunk_size * self.config.action_dim:
+                break
+            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+            pos = pos + 1
+            out = lm(input_ids=nxt, attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
+                     use_cache=True)
+        return torch.cat(tokens, dim=1)
+
+
+def action_metrics(pred: torch.Tensor, target: torch.Tensor, is_pad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Validation metrics in normalized units; dims 0-2 position, 3-5 rotation, last = gripper."""
+    keep = ~is_pad
+    p, t = pred[keep].float(), target[keep].float()
+    if p.numel() == 0:
+        return {}
+    out = {"l1_error": (p - t).abs().mean()}
+    if p.shape[-1] >= 7:
+        out["position_l1"] = (p[:, :3] - t[:, :3]).abs().mean()
+        out["rotation_l1"] = (p[:, 3:6] - t[:, 3:6]).abs().mean()
+        out["direction_accuracy"] = (torch.sign(p[:, :3]) == torch.sign(t[:, :3])).float().mean()
+        # The gripper dim is not normalized: [0, 1], 1 = open.
+        out["gripper_accuracy"] = ((p[:, -1] > 0.5) == (t[:, -1] > 0.5)).float().mean()
+    return out
+
+
+def warn_truncated(n_tokens: int, limit: int) -> None:
+    warnings.warn(f"instruction prompt has {n_tokens} tokens, more than max_prompt_tokens={limit}: truncated",
+                  stacklevel=3)
+
+
+__all__ = ["OpenVLAForActionPrediction", "OpenVLAPolicy", "action_metrics", "np"]
