@@ -138,11 +138,17 @@ class DataConfig:
     #: Fixed number of training samples per epoch (with replacement); null = one pass over the data.
     samples_per_epoch: int | None = None
     stats_cache: bool = True
+    #: Also decode every image frame at setup (finds corrupt chunks before training; slower).
+    deep_validation: bool = False
     pin_memory: bool = False
     filter: FilterConfig = field(default_factory=FilterConfig)
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    #: Usually ``${augmentation}``: the top-level group (typed by ``AugmentationConfig``) so that
+    #: ``augmentation=none`` works on the command line; converted and checked on instantiation.
+    augmentation: Any = None
 
     def __post_init__(self):
+        if not isinstance(self.augmentation, AugmentationConfig):
+            self.augmentation = to_schema(AugmentationConfig, self.augmentation, where="augmentation")
         _check(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
         _check(self.chunk_size >= 1, "data.chunk_size", f"must be >= 1, got {self.chunk_size}")
         _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")

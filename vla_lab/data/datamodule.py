@@ -70,7 +70,7 @@ class DemoDataModule(L.LightningDataModule):
             weights.append(weight)
             for path in files:
                 src = DemoSource(path, fmt_hint)
-                problems = validate_file(path)
+                problems = validate_file(path, deep=self.cfg.deep_validation)
                 if problems:
                     more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
                     raise DataError("invalid demonstration file:\n  " +

@@ -128,8 +128,10 @@ class DemoWriter:
         obs = demo.create_group(fmt.OBS_GROUP)
         for cam, frames in images.items():
             frames = np.asarray(frames, dtype=np.uint8)
+            # fletcher32: a per-chunk checksum, so a corrupted frame fails loudly instead of
+            # training on garbage pixels (uncompressed data has no other integrity check).
             obs.create_dataset(fmt.camera_dataset(cam), data=frames, chunks=(1, *frames.shape[1:]),
-                               compression=self._compression)
+                               compression=self._compression, fletcher32=True)
         for name, arr in proprio.items():
             obs.create_dataset(name, data=arr.reshape(t, -1))
         demo.attrs.update({

@@ -1,0 +1,26 @@
+"""Shared fixtures: data made on the spot in tmp dirs (our format and LIBERO's exact layouts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vla_lab.data.synthetic import make_demo_file, make_libero_suite
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    # Statistics caches fall back to a home directory; keep tests out of the real one.
+    monkeypatch.setenv("VLA_LAB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def demo_file(tmp_path):
+    return make_demo_file(tmp_path / "demos.hdf5", num_demos=6, length=(12, 20), image_size=32, seed=1)
+
+
+@pytest.fixture
+def libero_root(tmp_path):
+    root = tmp_path / "libero"
+    make_libero_suite(root, "libero_spatial", variant="raw", num_tasks=2, num_demos=2, image_size=32)
+    make_libero_suite(root, "libero_10", variant="no_noops", num_tasks=2, num_demos=2, image_size=16)
+    return root
