@@ -49,7 +49,7 @@ lint: setup ## ruff
 	$(VENV)/bin/ruff format --check vla_lab tests
 
 demo: setup ## the main job: generate demos, run the data pipeline (training and closed-loop eval follow)
-	$(PY) -m vla_lab.demo
+	$(PY) -m vla_lab.cli.demo
 
 clean: ## remove generated outputs (keeps .venv)
 	rm -rf outputs/* .pytest_cache

@@ -44,8 +44,13 @@ class ColorJitterConfig:
     contrast: list[float] = field(default_factory=lambda: [0.8, 1.2])
     saturation: list[float] = field(default_factory=lambda: [0.8, 1.2])
     hue: float = 0.05
+    #: ``linear``: one affine colour map per sample (hue as a rotation about the gray axis), ~10x
+    #: faster on CPU; ``torchvision``: ``T.ColorJitter`` (HSV hue shift), bit-for-bit the reference.
+    impl: str = "linear"
 
     def __post_init__(self):
+        _check(self.impl in ("linear", "torchvision"), "augmentation.color_jitter.impl",
+               f"must be linear or torchvision, got {self.impl!r}")
         _check(0 <= self.hue <= 0.5, "augmentation.color_jitter.hue", f"must be in [0, 0.5], got {self.hue}")
         _check(self.brightness >= 0, "augmentation.color_jitter.brightness", "must be >= 0")
 
@@ -149,7 +154,7 @@ class DataConfig:
     def __post_init__(self):
         if not isinstance(self.augmentation, AugmentationConfig):
             self.augmentation = to_schema(AugmentationConfig, self.augmentation, where="augmentation")
-        _check(self.image_size >= 16, "data.image_size", f"must be >= 16, got {self.image_size}")
+        _check(self.image_size >= 8, "data.image_size", f"must be >= 8, got {self.image_size}")
         _check(self.chunk_size >= 1, "data.chunk_size", f"must be >= 1, got {self.chunk_size}")
         _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")

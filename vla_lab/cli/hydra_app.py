@@ -1,0 +1,28 @@
+"""Shared plumbing of the Hydra entry points: schema registration and config composition."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+from vla_lab.config import CONF_DIR
+
+
+def register_all() -> None:
+    """Register every layer's typed schemas in Hydra's ConfigStore (idempotent)."""
+    from vla_lab.config.schemas import register_configs as register_data
+    from vla_lab.policies.config import register_configs as register_policies
+
+    register_data()
+    register_policies()
+
+
+def compose(config_name: str, overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
+    """Compose a root config the way the console scripts do (for tests, notebooks and tools)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_all()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
