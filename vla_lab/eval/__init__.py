@@ -1,0 +1,1 @@
+"""Closed-loop evaluation: episode runner, execution strategies, safety wrapper, metrics."""

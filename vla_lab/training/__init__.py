@@ -1,0 +1,1 @@
+"""The Lightning-aware layer: VLAModule, run directories, callbacks."""
