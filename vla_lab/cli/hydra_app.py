@@ -12,10 +12,16 @@ from vla_lab.config import CONF_DIR
 def register_all() -> None:
     """Register every layer's typed schemas in Hydra's ConfigStore (idempotent)."""
     from vla_lab.config.schemas import register_configs as register_data
+    from vla_lab.eval.config import register_configs as register_eval
     from vla_lab.policies.config import register_configs as register_policies
+    from vla_lab.sim.config import register_configs as register_sim
+    from vla_lab.training.config import register_configs as register_training
 
     register_data()
     register_policies()
+    register_sim()
+    register_eval()
+    register_training()
 
 
 def compose(config_name: str, overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:

@@ -39,25 +39,34 @@ def eval_crop_area(aug: AugmentationConfig) -> float:
     return (aug.crop.scale[0] + aug.crop.scale[1]) / 2 if aug.crop.enabled else 1.0
 
 
+def eval_image_transform(size: int, crop_area: float = 1.0) -> Callable:
+    """The deterministic transform evaluation applies: center crop ``crop_area``, resize, to float.
+
+    Saved with checkpoints as ``(size, crop_area)`` so a policy is always evaluated the way it trained.
+    """
+    steps: list[torch.nn.Module] = [CenterCropFraction(crop_area)] if crop_area < 1.0 else []
+    return T.Compose([*steps, T.Resize((size, size), antialias=True), T.ToDtype(torch.float32, scale=True)])
+
+
 def build_image_transform(aug: AugmentationConfig, size: int, *, train: bool) -> Callable:
+    if not train:
+        return eval_image_transform(size, eval_crop_area(aug))
     steps: list[torch.nn.Module] = []
-    if train and aug.crop.enabled:
+    if aug.crop.enabled:
         steps.append(T.RandomResizedCrop(size, scale=tuple(aug.crop.scale), ratio=tuple(aug.crop.ratio),
                                          antialias=True))
     else:
-        if aug.crop.enabled and eval_crop_area(aug) < 1.0:
-            steps.append(CenterCropFraction(eval_crop_area(aug)))
         steps.append(T.Resize((size, size), antialias=True))
     steps.append(T.ToDtype(torch.float32, scale=True))
-    if train and aug.color_jitter.enabled:
+    if aug.color_jitter.enabled:
         cj = aug.color_jitter
         jitter = LinearColorJitter if cj.impl == "linear" else T.ColorJitter
         steps.append(jitter(brightness=cj.brightness, contrast=tuple(cj.contrast),
                             saturation=tuple(cj.saturation), hue=cj.hue or None))
-    if train and aug.blur.enabled:
+    if aug.blur.enabled:
         steps.append(T.RandomApply([T.GaussianBlur(aug.blur.kernel_size, sigma=tuple(aug.blur.sigma))],
                                    p=aug.blur.p))
-    if train and aug.noise.enabled:
+    if aug.noise.enabled:
         steps.append(T.GaussianNoise(mean=0.0, sigma=aug.noise.std, clip=True))
     return T.Compose(steps)
 

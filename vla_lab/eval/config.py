@@ -1,0 +1,53 @@
+"""Typed schema of the ``eval`` config group (closed-loop evaluation in the simulator)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from vla_lab.config.errors import ConfigError
+from vla_lab.eval.actor import ExecutionConfig
+from vla_lab.eval.safety import SafetyConfig
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    tasks: list[str] = field(default_factory=lambda: ["reach_target"])
+    environments: list[str] = field(default_factory=lambda: ["studio"])
+    episodes_per_task: int = 10
+    #: base seed of the fixed episode plan (the same for every checkpoint evaluated)
+    seed: int = 1000
+    #: evaluate every N training epochs (0 = only at the end)
+    every_n_epochs: int = 1
+    #: step budget; null = each task's own budget
+    max_steps: int | None = None
+    #: rendered camera resolution (the policy's own transform then crops/resizes as in training)
+    render_size: int = 224
+    #: GIFs of the first N episodes per task, in figures/
+    videos_per_task: int = 1
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def __post_init__(self):
+        if self.episodes_per_task < 1:
+            raise ConfigError(f"eval.episodes_per_task: must be >= 1, got {self.episodes_per_task}")
+        if not self.tasks or not self.environments:
+            raise ConfigError("eval.tasks and eval.environments need at least one entry each")
+
+    def check_names(self) -> None:
+        """Unknown task/environment names fail before any training starts, listing the valid ones."""
+        from vla_lab.sim.manifest import environment_names, task_names
+
+        for name in self.tasks:
+            if name not in task_names():
+                raise ConfigError(f"eval.tasks: unknown task {name!r}; valid: {', '.join(task_names())}")
+        for name in self.environments:
+            if name not in environment_names():
+                raise ConfigError(f"eval.environments: unknown environment {name!r}; "
+                                  f"valid: {', '.join(environment_names())}")
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(group="eval", name="_schema", node=EvalConfig)

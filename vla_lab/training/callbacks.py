@@ -1,0 +1,204 @@
+"""Callbacks that produce the run directory: CSV logs, checkpoints (every N, best, final), summary,
+figures, and closed-loop evaluation in the simulator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from vla_lab.training import figures
+from vla_lab.training.module import peak_memory_mb
+from vla_lab.training.run_dir import (
+    TRAIN_COLUMNS,
+    VAL_COLUMNS,
+    CsvLog,
+    replace_dir,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.ckpt"
+DATA_PROCESSOR = "data_processor.json"
+
+
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else float(value)
+
+
+class RunFiles(L.Callback):
+    """training_log.csv, validation_log.csv, summary.json and figures/ of one run directory."""
+
+    def __init__(self, run_dir: str | Path, every_n_steps: int = 10):
+        self.run_dir = Path(run_dir)
+        self.every = max(1, every_n_steps)
+        self.train_log = CsvLog(self.run_dir / "training_log.csv", TRAIN_COLUMNS)
+        self.val_log = CsvLog(self.run_dir / "validation_log.csv", VAL_COLUMNS)
+        self._start = time.time()
+        self._samples = 0
+        self._train_time = 0.0
+        self._t_batch: float | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if step:  # resumed: forget rows written after the checkpoint
+            self.train_log.truncate_after(step)
+            self.val_log.truncate_after(step)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._t_batch = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from vla_lab.config import keys
+
+        self._samples += len(batch[keys.TASK])
+        if self._t_batch is not None:
+            self._train_time += time.perf_counter() - self._t_batch
+        step = trainer.global_step
+        if step % self.every == 0 or step == 1:
+            loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+            self.train_log.write([{"step": step, "epoch": trainer.current_epoch, "loss": float(loss),
+                                   "lr": trainer.optimizers[0].param_groups[0]["lr"], "timestamp": time.time()}])
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"step": trainer.global_step, "epoch": trainer.current_epoch, "timestamp": time.time(),
+               "val_loss": _metric(trainer, "val/loss")}
+        for name in VAL_COLUMNS[3:-1]:
+            row[name] = _metric(trainer, f"val/{name}")
+        self.val_log.write([row])
+
+    def summary(self, trainer, pl_module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        params = list(pl_module.parameters())
+        return {
+            "run_dir": str(self.run_dir),
+            "global_step": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "wall_time_s": round(time.time() - self._start, 1),
+            "samples_seen": self._samples,
+            "train_samples_per_s": round(self._samples / self._train_time, 2) if self._train_time else None,
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+            "total_params": sum(p.numel() for p in params),
+            "trainable_params": sum(p.numel() for p in params if p.requires_grad),
+            "final": metrics,
+            **(extra or {}),
+        }
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        figures.draw_all(self.run_dir)
+
+
+class PolicyCheckpoint(L.Callback):
+    """``checkpoints/checkpoint-<step>/`` every N epochs, ``best/`` by a metric, ``final/`` at the end.
+
+    A checkpoint directory holds the policy (``save_pretrained``: weights or adapters, processor,
+    config), ``data_processor.json`` (image transform, cameras, proprio keys) and the trainer state
+    for resuming. Each is written beside its final name and renamed into place: a crash never leaves
+    a half-written checkpoint under a valid name.
+    """
+
+    def __init__(self, run_dir: str | Path, data_processor: dict[str, Any], *, every_n_epochs: int = 1,
+                 monitor: str = "val/loss", mode: str = "min", keep_last: int = 2,
+                 save_trainer_state: bool = True):
+        if mode not in ("min", "max"):
+            raise ValueError(f"checkpoint mode must be min or max, got {mode!r}")
+        self.run_dir = Path(run_dir)
+        self.dir = self.run_dir / "checkpoints"
+        self.data_processor = data_processor
+        self.every = max(1, every_n_epochs)
+        self.monitor, self.mode, self.keep_last = monitor, mode, keep_last
+        self.save_trainer_state = save_trainer_state
+        self.best: dict[str, Any] = {"metric": monitor, "value": None, "step": None}
+
+    # -- saving ---------------------------------------------------------------------------------
+    def save(self, trainer, pl_module) -> Path:
+        step = trainer.global_step
+        final = self.dir / f"checkpoint-{step}"
+        if final.exists():
+            return final
+        tmp = self.dir / f".checkpoint-{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pl_module.policy.save_pretrained(tmp)
+        write_json(tmp / DATA_PROCESSOR, self.data_processor)
+        if self.save_trainer_state:
+            trainer.save_checkpoint(tmp / TRAINER_STATE)
+        write_json(tmp / "checkpoint_info.json", {"step": step, "epoch": trainer.current_epoch,
+                                                  "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()
+                                                              if v.numel() == 1}})
+        tmp.rename(final)
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        ckpts = sorted(checkpoints(self.dir), key=lambda p: int(CHECKPOINT_RE.match(p.name)[1]))
+        for old in ckpts[: max(0, len(ckpts) - self.keep_last)]:
+            shutil.rmtree(old)
+
+    def _improved(self, value: float | None) -> bool:
+        if value is None or math.isnan(value):
+            return False
+        best = self.best["value"]
+        return best is None or (value < best if self.mode == "min" else value > best)
+
+    def update_best(self, trainer, pl_module) -> None:
+        value = _metric(trainer, self.monitor)
+        if not self._improved(value):
+            return
+        path = self.save(trainer, pl_module)
+        replace_dir(path, self.run_dir / "best")
+        self.best = {"metric": self.monitor, "value": value, "step": trainer.global_step}
+        log.info("best %s = %.4f at step %d", self.monitor, value, trainer.global_step)
+
+    # -- hooks ----------------------------------------------------------------------------------
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # After validation and closed-loop evaluation of this epoch, so both can pick the best.
+        if trainer.fast_dev_run:
+            return
+        if (trainer.current_epoch + 1) % self.every == 0:
+            self.save(trainer, pl_module)
+        self.update_best(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        path = self.save(trainer, pl_module)
+        replace_dir(path, self.run_dir / "final")
+        if not (self.run_dir / "best").exists():  # nothing monitored: the final model is the best we know
+            replace_dir(path, self.run_dir / "best")
+            self.best = {"metric": self.monitor, "value": _metric(trainer, self.monitor),
+                         "step": trainer.global_step}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = state_dict.get("best", self.best)
+
+
+def checkpoints(directory: Path) -> list[Path]:
+    return [p for p in Path(directory).glob("checkpoint-*") if CHECKPOINT_RE.match(p.name) and p.is_dir()]
+
+
+def latest_trainer_state(run_dir: Path) -> Path | None:
+    ckpts = sorted(checkpoints(Path(run_dir) / "checkpoints"), key=lambda p: int(CHECKPOINT_RE.match(p.name)[1]))
+    for ckpt in reversed(ckpts):
+        if (ckpt / TRAINER_STATE).exists():
+            return ckpt / TRAINER_STATE
+    return None
+
+
+def load_data_processor(checkpoint_dir: Path) -> dict[str, Any]:
+    path = Path(checkpoint_dir) / DATA_PROCESSOR
+    if not path.exists():
+        raise FileNotFoundError(f"{checkpoint_dir} has no {DATA_PROCESSOR}: not a vla_lab training checkpoint")
+    return json.loads(path.read_text())
+

@@ -1,0 +1,143 @@
+"""Closed-loop evaluation during training: episodes in the simulator with the policy being trained.
+
+Runs every ``eval.every_n_epochs`` epochs and at the end of training, writes ``eval_log.csv`` rows
+and GIFs, and exposes ``eval/success_rate`` (mean over tasks) for checkpoint selection. An
+evaluation that fails as a whole (the simulator cannot start, ...) is logged and recorded in the
+summary; training goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from vla_lab.eval.actor import PolicyActor
+from vla_lab.eval.config import EvalConfig
+from vla_lab.eval.metrics import format_table, overall, summarize
+from vla_lab.eval.rollout import episode_plan, run_episodes
+from vla_lab.eval.safety import SafetyWrapper
+from vla_lab.training import figures
+from vla_lab.training.run_dir import EVAL_COLUMNS, CsvLog
+
+log = logging.getLogger(__name__)
+
+
+def policy_normalizer(policy, unnorm_key: str | None = None):
+    from vla_lab.policies.normalization import check_unnorm_key, normalizer_from_entry
+
+    stats = policy.processor.norm_stats
+    return normalizer_from_entry(stats[check_unnorm_key(stats, unnorm_key)])
+
+
+def evaluate_policy(policy, spec: dict[str, Any], cfg: EvalConfig, *, env=None, run_dir: Path | None = None,
+                    step: int = 0, unnorm_key: str | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the configured episodes; returns ``{"summaries", "overall", "results"}`` (videos to run_dir)."""
+    from vla_lab.sim import SimEnv
+    from vla_lab.sim.manifest import robot
+
+    own_env = env is None
+    env = env or SimEnv(cfg.tasks[0], cfg.environments[0], cameras=list(spec["cameras"]), image_size=cfg.render_size)
+    actor = PolicyActor(policy, spec, policy_normalizer(policy, unnorm_key), execution=cfg.execution)
+    r = robot()
+    safety = SafetyWrapper(cfg.safety, r["workspace"], r["max_translation_per_step"]) if cfg.safety.enabled else None
+    plan = episode_plan(cfg.tasks, cfg.environments, cfg.episodes_per_task, cfg.seed)
+    bar = _progress(len(plan)) if progress else None
+    try:
+        results = run_episodes(env, actor, plan, max_steps=cfg.max_steps, safety=safety,
+                               record_first=cfg.videos_per_task if run_dir else 0,
+                               progress=(lambda _: bar.update(1)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
+        if own_env:
+            env.close()
+    videos = []
+    if run_dir is not None:
+        for res in results:
+            if res.frames:
+                name = f"episode_{res.task}_{res.environment}_seed{res.seed}_step{step}.gif"
+                videos.append(figures.save_gif(res.frames, Path(run_dir) / "figures" / name))
+                res.frames = []
+    summaries = summarize(results)
+    return {"summaries": summaries, "overall": overall(summaries), "results": results, "videos": videos}
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="closed-loop eval", unit="episode", leave=False)
+
+
+class ClosedLoopEval(L.Callback):
+    def __init__(self, cfg: EvalConfig, run_dir: str | Path, spec: dict[str, Any]):
+        self.cfg, self.run_dir, self.spec = cfg, Path(run_dir), spec
+        self.log_file = CsvLog(self.run_dir / "eval_log.csv", EVAL_COLUMNS)
+        self.history: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self._env = None
+        self._last_step = -1
+
+    def _run(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if step == self._last_step or trainer.sanity_checking:
+            return
+        self._last_step = step
+        started = time.perf_counter()
+        try:
+            if self._env is None:
+                from vla_lab.sim import SimEnv
+
+                self._env = SimEnv(self.cfg.tasks[0], self.cfg.environments[0], cameras=list(self.spec["cameras"]),
+                                   image_size=self.cfg.render_size)
+            out = evaluate_policy(pl_module.policy, self.spec, self.cfg, env=self._env, run_dir=self.run_dir,
+                                  step=step)
+        except Exception as err:  # an evaluation fault must never end training: record it and go on
+            log.exception("closed-loop evaluation at step %d failed", step)
+            self.errors.append(f"step {step}: {type(err).__name__}: {err}")
+            return
+        rows = [{"step": step, **asdict(s)} for s in out["summaries"]]
+        self.log_file.write(rows)
+        rate = out["overall"]["success_rate"]
+        trainer.callback_metrics["eval/success_rate"] = torch.tensor(rate)
+        metrics = {"eval/success_rate": rate, **{f"eval/{s.task}/{s.environment}/success_rate": s.success_rate
+                                                  for s in out["summaries"]}}
+        for lg in trainer.loggers:
+            lg.log_metrics(metrics, step=step)
+            _log_media(lg, out, step)
+        self.history.append({"step": step, "overall": out["overall"], "table": rows,
+                             "seconds": round(time.perf_counter() - started, 1)})
+        log.info("closed-loop evaluation at step %d: %.0f%% success\n%s", step, 100 * rate,
+                 format_table(out["summaries"]))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        every = self.cfg.every_n_epochs
+        if every > 0 and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run:
+            self._run(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._run(trainer, pl_module)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def _log_media(logger, out: dict[str, Any], step: int) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    rows = [asdict(s) for s in out["summaries"]]
+    if rows:
+        logger.experiment.log({"eval/table": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
+                               **{f"eval/video/{Path(v).stem}": wandb.Video(str(v), format="gif")
+                                  for v in out["videos"]}}, step=step)

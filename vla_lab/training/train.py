@@ -1,0 +1,111 @@
+"""``train(cfg)``: compose → instantiate → fit → closed-loop evaluate → summary; returns the metric a
+sweeper optimises. Every stage logs what it instantiates; loggers are closed whatever happens."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vla_lab.config.schemas import to_schema
+from vla_lab.eval.actor import processor_spec
+from vla_lab.eval.config import EvalConfig
+from vla_lab.training.callbacks import PolicyCheckpoint, RunFiles, latest_trainer_state
+from vla_lab.training.closed_loop import ClosedLoopEval
+from vla_lab.training.config import CallbacksConfig
+from vla_lab.training.module import OptimConfig, VLAModule
+from vla_lab.training.run_dir import atomic_write_text, prepare_run_dir, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate(node: DictConfig, **kwargs: Any):
+    log.info("Instantiating <%s>", node._target_)
+    return instantiate(node, **kwargs)
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> None:
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_json(run_dir / "config.json", OmegaConf.to_container(cfg, resolve=True))
+
+
+def build_policy(cfg: DictConfig, dm) -> Any:
+    from vla_lab.policies.factory import make_policy
+
+    log.info("Building policy <%s> with peft <%s>", cfg.model.family, cfg.peft.method)
+    norm_stats = {cfg.unnorm_key: dm.normalizer.to_dict()}
+    return make_policy(cfg.model, cfg.peft, corpus=dm.instructions, norm_stats=norm_stats)
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    return [_instantiate(node) for node in (cfg.get("logger") or {}).values() if node and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> float | None:
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = prepare_run_dir(cfg.paths.output_dir, resume=bool(cfg.get("resume")))
+    if not cfg.get("resume"):
+        save_config(cfg, run_dir)
+    eval_cfg: EvalConfig = to_schema(EvalConfig, cfg.eval, where="eval")
+    if eval_cfg.enabled:
+        eval_cfg.check_names()
+    cb_cfg: CallbacksConfig = to_schema(CallbacksConfig, cfg.callbacks, where="callbacks")
+
+    dm = _instantiate(cfg.data)
+    dm.setup("fit")
+    log.info("data: %s; %d train / %d val frames", dm.filter_report.summary(), len(dm.train_set),
+             len(dm.val_set) if dm.val_set else 0)
+    policy = build_policy(cfg, dm)
+    module = VLAModule(policy, to_schema(OptimConfig, cfg.optim, where="optim"))
+
+    data_processor = dm.processor_config()
+    spec = processor_spec(data_processor)
+    monitor, mode = cb_cfg.checkpoint.resolved(eval_cfg.enabled)
+    callbacks: list[L.Callback] = []
+    closed_loop = ClosedLoopEval(eval_cfg, run_dir, spec) if eval_cfg.enabled else None
+    if closed_loop:
+        callbacks.append(closed_loop)  # first: the checkpoint callback reads its metric in the same hook
+    checkpoint = PolicyCheckpoint(run_dir, data_processor, every_n_epochs=cb_cfg.checkpoint.every_n_epochs,
+                                  monitor=monitor, mode=mode, keep_last=cb_cfg.checkpoint.keep_last)
+    run_files = RunFiles(run_dir, cb_cfg.log_every_n_steps)
+    callbacks += [checkpoint, run_files]
+
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      default_root_dir=str(run_dir), enable_checkpointing=False,
+                                      enable_progress_bar=cb_cfg.progress_bar)
+    ckpt_path = latest_trainer_state(run_dir) if cfg.get("resume") else None
+    if cfg.get("resume") and ckpt_path is None:
+        log.warning("resume=%s: no checkpoint with trainer state yet, starting from scratch", run_dir)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    finally:
+        _close_loggers(loggers)
+        dm.teardown("fit")
+    extra = {"best": checkpoint.best, "closed_loop": closed_loop.history if closed_loop else [],
+             "eval_errors": closed_loop.errors if closed_loop else [], "filter": dm.filter_report.summary()}
+    summary = run_files.summary(trainer, module, extra)
+    write_json(run_dir / "summary.json", summary)
+    log.info("run directory: %s", run_dir)
+    metric = cfg.get("optimized_metric")
+    value = summary["final"].get(metric) if metric else None
+    return float(value) if value is not None else None
+
+
+def _close_loggers(loggers: list) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            import wandb
+
+            wandb.finish()
+        else:
+            lg.finalize("success")
+
+
+__all__ = ["train"]
