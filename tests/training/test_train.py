@@ -64,3 +64,64 @@ def test_unknown_eval_task_fails_before_training(tmp_path, data_file):
     with pytest.raises(ConfigError, match="eval.tasks: unknown task 'fly_to_moon'; valid: reach_target"):
         train(cfg)
     assert not (run / "final").exists()
+
+
+def test_compare_two_runs(tmp_path, data_file):
+    from vla_lab.cli.compare import main as compare_main
+
+    runs = []
+    for name, lr in (("lr_small", "1e-4"), ("lr_big", "1e-3")):
+        cfg, run = _cfg(tmp_path, data_file, "debug=fast", f"optim.lr={lr}", run_name=name)
+        train(cfg)
+        runs.append(run)
+    out = tmp_path / "cmp"
+    assert compare_main([*map(str, runs), "--out", str(out)]) == 0
+    md = (out / "comparison.md").read_text()
+    assert "optim.lr" in md and "lr_small" in md and "lr_big" in md
+    assert "data.batch_size" not in md  # equal in both runs: not a difference
+    assert (out / "loss_comparison.png").stat().st_size > 0 and (out / "success_rates.png").exists()
+    assert compare_main([str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+@pytest.mark.sim
+def test_checkpoint_evaluates_standalone(tmp_path, data_file):
+    from vla_lab.eval.standalone import evaluate_checkpoint
+
+    cfg, run = _cfg(tmp_path, data_file, "debug=fast")
+    train(cfg)
+    ecfg = compose("eval", [f"checkpoint={run / 'final'}", "eval.episodes_per_task=2", "eval.max_steps=5",
+                            "eval.render_size=64"], return_hydra_config=True)
+    with open_dict(ecfg), read_write(ecfg):
+        ecfg.hydra.runtime.output_dir = str(tmp_path / "eval_out")
+    HydraConfig.instance().set_config(ecfg)
+    with open_dict(ecfg):
+        del ecfg["hydra"]
+    result = evaluate_checkpoint(ecfg)
+    assert result["overall"]["episodes"] == 2
+    assert all(e["steps"] <= 5 for e in result["episodes"])
+    assert (tmp_path / "eval_out" / "eval_table.md").read_text().startswith("| task |")
+    assert list((tmp_path / "eval_out" / "figures").glob("episode_reach_target_*.gif"))
+
+
+@pytest.mark.sim
+def test_tiny_train_closed_loop_eval_and_wandb_offline(tmp_path, data_file, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg, run = _cfg(tmp_path, data_file, "logger=wandb", "logger.wandb.mode=offline", "trainer.max_epochs=1",
+                    "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2", "data.num_workers=0",
+                    "data.batch_size=4", "eval.episodes_per_task=2", "eval.max_steps=6", "eval.render_size=64",
+                    "callbacks.progress_bar=false", "trainer.precision=bf16-mixed")
+    train(cfg)
+    rows = (run / "eval_log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,task,environment,episodes,successes,success_rate,ci_low,ci_high")
+    assert len(rows) == 2 and ",reach_target,studio,2," in rows[1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["closed_loop"][-1]["overall"]["episodes"] == 2
+    assert summary["best"]["metric"] == "eval/success_rate" and summary["eval_errors"] == []
+    for name in ("training_loss.png", "validation_metrics.png", "success_rates.png"):
+        assert (run / "figures" / name).stat().st_size > 1000, name
+    assert list((run / "figures").glob("episode_reach_target_studio_*.gif"))
+    assert (run / "best" / "data_processor.json").exists() and (run / "final" / "model.safetensors").exists()
+    offline = list(run.rglob("offline-run-*"))
+    assert offline, "W&B offline run directory missing"
+    assert list(offline[0].glob("*.wandb"))

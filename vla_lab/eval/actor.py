@@ -17,6 +17,9 @@ from vla_lab.config import keys
 from vla_lab.data.normalize import Normalizer
 from vla_lab.data.transforms import eval_image_transform
 
+#: file in a checkpoint directory holding the DataModule's processor config (transform, cameras, keys)
+DATA_PROCESSOR = "data_processor.json"
+
 
 @dataclass
 class ExecutionConfig:

@@ -3,7 +3,6 @@ figures, and closed-loop evaluation in the simulator."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -14,6 +13,7 @@ from typing import Any
 
 import lightning as L
 
+from vla_lab.eval.actor import DATA_PROCESSOR
 from vla_lab.training import figures
 from vla_lab.training.module import peak_memory_mb
 from vla_lab.training.run_dir import (
@@ -27,7 +27,6 @@ from vla_lab.training.run_dir import (
 log = logging.getLogger(__name__)
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE = "trainer_state.ckpt"
-DATA_PROCESSOR = "data_processor.json"
 
 
 def _metric(trainer: L.Trainer, name: str) -> float | None:
@@ -194,11 +193,3 @@ def latest_trainer_state(run_dir: Path) -> Path | None:
         if (ckpt / TRAINER_STATE).exists():
             return ckpt / TRAINER_STATE
     return None
-
-
-def load_data_processor(checkpoint_dir: Path) -> dict[str, Any]:
-    path = Path(checkpoint_dir) / DATA_PROCESSOR
-    if not path.exists():
-        raise FileNotFoundError(f"{checkpoint_dir} has no {DATA_PROCESSOR}: not a vla_lab training checkpoint")
-    return json.loads(path.read_text())
-

@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -72,13 +71,6 @@ def draw_all(run: Path) -> list[Path]:
     out = run / "figures"
     out.mkdir(exist_ok=True)
     return [p for p in (training_loss(run, out), validation_metrics(run, out), success_rates(run, out)) if p]
-
-
-def save_gif(frames: list[np.ndarray], path: Path, fps: int = 20) -> Path:
-    images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return path
 
 
 def _save(fig, path: Path) -> Path:
