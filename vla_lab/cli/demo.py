@@ -1,68 +1,97 @@
-"""``make demo``: the end-to-end job on this machine.
+"""``make demo``: the whole loop on this machine, one command per stage, as a user would run them.
 
-Stages so far: generate demonstrations, validate and inspect them, compute normalization
-statistics, and stream training batches through the configured DataModule. Training and closed-loop
-evaluation stages join as the policies and the simulator land.
+1. ``vla-collect``  scripted-expert demonstrations in environment A (studio) and, fewer, in B (workshop)
+2. ``vla-train experiment=demo_pretrain``  full training of a tiny OpenVLA on A
+3. ``vla-train experiment=demo_finetune``  LoRA fine-tuning of that base on B's few demonstrations
+4. ``vla-eval``  the base (zero-shot) and the fine-tuned policy, closed-loop on B's tasks
+5. the comparison table with Wilson 95 % intervals, also written to ``outputs/demo/results.json``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from vla_lab.cli import data as data_cli
-from vla_lab.cli.hydra_app import compose
-from vla_lab.config import keys
+from vla_lab.eval.metrics import wilson_interval
+
+TASKS = ["reach_target", "pick_block"]
+SOURCE_ENV, TARGET_ENV = "studio", "workshop"
 
 
-def stage(title: str) -> None:
-    print(f"\n=== {title} ===", flush=True)
+def run(stage: str, module: str, *args: str) -> None:
+    cmd = [sys.executable, "-m", module, *args]
+    print(f"\n=== {stage} ===\n$ {' '.join(['vla-' + module.rsplit('.', 1)[-1], *args])}", flush=True)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    print(f"--- {stage}: {time.perf_counter() - started:.0f}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vla-demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="vla-demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--demos", type=int, default=20)
+    parser.add_argument("--source-episodes", type=int, default=100, help="demos per task in environment A")
+    parser.add_argument("--target-episodes", type=int, default=30, help="demos per task in environment B")
+    parser.add_argument("--eval-episodes", type=int, default=20, help="closed-loop episodes per target task")
+    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--finetune-epochs", type=int, default=8)
     args = parser.parse_args(argv)
-    from hydra.utils import instantiate
+    started = time.perf_counter()
+    out = args.out.resolve()
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    data = out / "data"
+    source_file, target_file = data / f"{SOURCE_ENV}.hdf5", data / f"{TARGET_ENV}.hdf5"
+    tasks = "[" + ",".join(TASKS) + "]"
+    common = [f"paths.log_dir={out.parent}", "task_name=" + out.name, "callbacks.progress_bar=false"]
 
-    from vla_lab.data.synthetic import make_demo_file
+    run("1a. demonstrations in A", "vla_lab.cli.collect", f"tasks={tasks}", f"environment={SOURCE_ENV}",
+        f"episodes_per_task={args.source_episodes}", f"out={source_file}", "seed=0", "progress=false")
+    run("1b. demonstrations in B", "vla_lab.cli.collect", f"tasks={tasks}", f"environment={TARGET_ENV}",
+        f"episodes_per_task={args.target_episodes}", f"out={target_file}", "seed=1", "progress=false")
 
-    data_file = args.out / "data" / "demos.hdf5"
-    stage(f"1. demonstrations -> {data_file}")
-    t0 = time.perf_counter()
-    make_demo_file(data_file, num_demos=args.demos, length=(40, 60), image_size=224, seed=0)
-    print(f"wrote {args.demos} demos in {time.perf_counter() - t0:.1f}s")
+    base_run = out / f"pretrain_{SOURCE_ENV}_{stamp}"
+    run("2. pretrain the base on A", "vla_lab.cli.train", "experiment=demo_pretrain", f"run_name={base_run.name}",
+        f"data.sources=[{{path: '{source_file}'}}]", f"trainer.max_epochs={args.pretrain_epochs}", *common)
+    ft_run = out / f"finetune_{TARGET_ENV}_{stamp}"
+    run("3. LoRA fine-tune on B", "vla_lab.cli.train", "experiment=demo_finetune", f"run_name={ft_run.name}",
+        f"model.pretrained={base_run / 'best'}", f"data.sources=[{{path: '{target_file}'}}]",
+        f"trainer.max_epochs={args.finetune_epochs}", *common)
 
-    stage("2. vla-data validate")
-    if data_cli.main(["validate", str(data_file)]) != 0:
-        return 1
-    stage("3. vla-data inspect")
-    data_cli.main(["inspect", str(data_file), "--max-rows", "5"])
-    stage("4. vla-data stats")
-    data_cli.main(["stats", str(data_file)])
+    evals = {}
+    for name, ckpt in (("zero_shot", base_run / "best"), ("fine_tuned", ft_run / "best")):
+        eval_dir = out / f"eval_{name}_{stamp}"
+        run(f"4. closed-loop evaluation: {name.replace('_', ' ')}", "vla_lab.cli.eval", f"checkpoint={ckpt}",
+            "eval=demo_target", f"eval.episodes_per_task={args.eval_episodes}", f"hydra.run.dir={eval_dir}")
+        evals[name] = json.loads((eval_dir / "eval_results.json").read_text())
 
-    stage("5. DemoDataModule (conf: data=demo augmentation=default, chunk 8)")
-    cfg = compose("train", [f"data.sources=[{{path: {data_file}}}]", "data.chunk_size=8", "data.batch_size=16"])
-    dm = instantiate(cfg.data)
-    dm.setup()
-    print(f"filter: {dm.filter_report.summary()}; train frames {len(dm.train_set)}, "
-          f"val frames {len(dm.val_set) if dm.val_set else 0}")
-    t0, n = time.perf_counter(), 0
-    for i, batch in enumerate(dm.train_dataloader()):
-        n += len(batch[keys.TASK])
-        if i == 0:
-            for k, v in batch.items():
-                print(f"  {k:32s} {tuple(v.shape) if hasattr(v, 'shape') else f'list[{len(v)}]'}"
-                      f"{' ' + str(v.dtype) if hasattr(v, 'dtype') else ''}")
-    rate = n / (time.perf_counter() - t0)
-    dm.teardown()
-    print(f"one epoch: {n} samples at {rate:.0f} samples/s (2 workers, default augmentation)")
-    stage("done")
-    print("data pipeline OK; training and closed-loop evaluation stages are not part of this build yet")
+    results = table(evals, args.eval_episodes)
+    results["wall_time_s"] = round(time.perf_counter() - started)
+    results["runs"] = {"pretrain": str(base_run), "finetune": str(ft_run)}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {out / 'results.json'}  (wall time {results['wall_time_s']}s)")
     return 0
+
+
+def table(evals: dict[str, dict], episodes: int) -> dict:
+    rates = {name: {t["task"]: t["success_rate"] for t in ev["tasks"]} for name, ev in evals.items()}
+    counts = {name: {t["task"]: (t["successes"], t["episodes"]) for t in ev["tasks"]} for name, ev in evals.items()}
+    print(f"\n=== 5. closed-loop success in {TARGET_ENV} ({episodes} episodes per task, 95% Wilson CI) ===")
+    print(f"| task | zero-shot (base from {SOURCE_ENV}) | fine-tuned (LoRA on {TARGET_ENV}) |\n|---|---|---|")
+    for task in rates["fine_tuned"]:
+        cells = []
+        for name in ("zero_shot", "fine_tuned"):
+            k, n = counts[name].get(task, (0, 0))
+            lo, hi = wilson_interval(k, n)
+            cells.append(f"{k}/{n} = {k / max(n, 1):.0%} [{lo:.2f}, {hi:.2f}]")
+        print(f"| {task} | {cells[0]} | {cells[1]} |")
+    avg = {name: sum(r.values()) / max(len(r), 1) for name, r in rates.items()}
+    print(f"| **average** | {avg['zero_shot']:.0%} | {avg['fine_tuned']:.0%} |")
+    return {"episodes_per_task": episodes, "zero_shot": rates["zero_shot"], "fine_tuned": rates["fine_tuned"],
+            "average": avg}
 
 
 if __name__ == "__main__":

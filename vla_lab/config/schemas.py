@@ -17,6 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from vla_lab.config.errors import ConfigError
 
 
+#: see vla_lab.data.normalize
+NORMALIZATION_MODES = ("bounds_q99", "bounds", "mean_std", "identity")
+
+
 def _check(cond: bool, field_name: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"{field_name}: {message}")
@@ -160,9 +164,10 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(bool(self.cameras), "data.cameras", "needs at least one camera")
-        from vla_lab.data.normalize import MODES
-
-        _check(self.normalization in MODES, "data.normalization", f"{self.normalization!r} not in {MODES}")
+        for name in ("normalization", "state_normalization"):
+            mode = getattr(self, name)
+            _check(mode in NORMALIZATION_MODES or (mode is None and name == "state_normalization"),
+                   f"data.{name}", f"{mode!r} not in {NORMALIZATION_MODES}")
 
 
 @dataclass

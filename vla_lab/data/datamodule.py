@@ -27,7 +27,7 @@ from vla_lab.data.normalize import Normalizer
 from vla_lab.data.reader import DemoSource, EpisodeRef, expand_paths
 from vla_lab.data.stats import DatasetStats, load_or_compute_stats
 from vla_lab.data.transforms import GeometricAugment, build_image_transform, eval_crop_area
-from vla_lab.data.validate import validate_file
+from vla_lab.data.validate import validate_source
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,7 @@ def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, 
     """Deterministic episode split; keeps at least one training episode and, if asked, one val."""
     order = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    else:
-        n_val = 0
+    n_val = min(max(n_val, 1), n - 1) if val_fraction > 0 and n >= 2 else 0
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -70,7 +67,7 @@ class DemoDataModule(L.LightningDataModule):
             weights.append(weight)
             for path in files:
                 src = DemoSource(path, fmt_hint)
-                problems = validate_file(path, deep=self.cfg.deep_validation)
+                problems = validate_source(src, deep=self.cfg.deep_validation)
                 if problems:
                     more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
                     raise DataError("invalid demonstration file:\n  " +

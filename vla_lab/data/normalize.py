@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vla_lab.config.schemas import NORMALIZATION_MODES
 from vla_lab.data.stats import ArrayStats
 
-MODES = ("bounds_q99", "bounds", "mean_std", "identity")
+MODES = NORMALIZATION_MODES
 _EPS = 1e-8
 
 

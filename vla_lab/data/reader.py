@@ -110,7 +110,7 @@ def detect_format(f: h5py.File, path: str) -> str:
             return VLA_LAB
         if "problem_info" in data.attrs:
             return LIBERO
-        demos = [k for k in data.keys() if k.startswith(fmt.DEMO_PREFIX)]
+        demos = [k for k in data if k.startswith(fmt.DEMO_PREFIX)]
         if demos and _looks_like_libero_demo(data[demos[0]]):
             return LIBERO_NO_NOOPS
         raise DataFormatError(
@@ -172,7 +172,7 @@ class DemoSource:
 
     def _list_episodes(self, f: h5py.File) -> list[EpisodeRef]:
         data = f[fmt.DATA_GROUP]
-        names = sorted((k for k in data.keys() if k.startswith(fmt.DEMO_PREFIX)), key=fmt.demo_sort_key)
+        names = sorted((k for k in data if k.startswith(fmt.DEMO_PREFIX)), key=fmt.demo_sort_key)
         return [self._episode_ref(data, n) for n in names]
 
     def _episode_ref(self, data: h5py.Group, name: str) -> EpisodeRef:
@@ -220,7 +220,7 @@ class DemoSource:
             obs = f[fmt.DATA_GROUP][demo][fmt.OBS_GROUP]
             name = fmt.camera_dataset(camera)
             if name not in obs:
-                cams = [k.removesuffix(fmt.RGB_SUFFIX) for k in obs.keys() if k.endswith(fmt.RGB_SUFFIX)]
+                cams = [k.removesuffix(fmt.RGB_SUFFIX) for k in obs if k.endswith(fmt.RGB_SUFFIX)]
                 raise DataError(f"no camera {camera!r} (available: {cams})", file=self.path, demo=demo, key=key)
             return obs[name]
 

@@ -31,6 +31,11 @@ def validate_file(path: str | os.PathLike, *, deep: bool = False) -> list[Proble
         source = DemoSource(path)
     except DataError as err:
         return [Problem(err.file or str(path), err.demo, err.key, err.detail)]
+    return validate_source(source, deep=deep)
+
+
+def validate_source(source: DemoSource, *, deep: bool = False) -> list[Problem]:
+    """Check an already opened source (its header parsed without error)."""
     problems: list[Problem] = []
     if not source.episodes:
         problems.append(Problem(source.path, None, "data", "file holds no demos"))

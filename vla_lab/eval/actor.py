@@ -29,10 +29,13 @@ class ExecutionConfig:
     temporal_ensemble_coeff: float | None = None
 
 
-def processor_spec(data_processor: dict[str, Any]) -> dict[str, Any]:
-    """The part of a DataModule's ``processor_config()`` evaluation must reproduce (stats excluded:
-    they travel inside the policy)."""
-    return {k: data_processor[k] for k in ("cameras", "image_size", "eval_crop_area", "proprio_keys")}
+def processor_spec(data_processor: dict[str, Any], unnorm_key: str | None = None) -> dict[str, Any]:
+    """The part of a DataModule's ``processor_config()`` evaluation must reproduce. The statistics
+    themselves travel inside the policy (``norm_stats``); ``unnorm_key`` says which of them it was
+    trained with, so a policy fine-tuned from another (carrying both) is still unambiguous."""
+    spec = {k: data_processor[k] for k in ("cameras", "image_size", "eval_crop_area", "proprio_keys")}
+    spec["unnorm_key"] = unnorm_key if unnorm_key is not None else data_processor.get("unnorm_key")
+    return spec
 
 
 class PolicyActor:

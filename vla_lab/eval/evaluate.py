@@ -28,7 +28,8 @@ def evaluate_policy(policy, spec: dict[str, Any], cfg: EvalConfig, *, env=None, 
 
     own_env = env is None
     env = env or SimEnv(cfg.tasks[0], cfg.environments[0], cameras=list(spec["cameras"]), image_size=cfg.render_size)
-    actor = PolicyActor(policy, spec, policy_normalizer(policy, unnorm_key), execution=cfg.execution)
+    normalizer = policy_normalizer(policy, unnorm_key if unnorm_key is not None else spec.get("unnorm_key"))
+    actor = PolicyActor(policy, spec, normalizer, execution=cfg.execution)
     r = robot()
     safety = SafetyWrapper(cfg.safety, r["workspace"], r["max_translation_per_step"]) if cfg.safety.enabled else None
     plan = episode_plan(cfg.tasks, cfg.environments, cfg.episodes_per_task, cfg.seed)

@@ -62,7 +62,9 @@ def train(cfg: DictConfig) -> float | None:
     policy = build_policy(cfg, dm)
     module = VLAModule(policy, to_schema(OptimConfig, cfg.optim, where="optim"))
 
-    data_processor = dm.processor_config()
+    # The statistics are saved once, inside the policy (norm_stats[unnorm_key]); this file says which.
+    data_processor = {k: v for k, v in dm.processor_config().items() if k != "normalizer"}
+    data_processor["unnorm_key"] = cfg.unnorm_key
     spec = processor_spec(data_processor)
     monitor, mode = cb_cfg.checkpoint.resolved(eval_cfg.enabled)
     callbacks: list[L.Callback] = []
