@@ -125,3 +125,12 @@ def test_tiny_train_closed_loop_eval_and_wandb_offline(tmp_path, data_file, monk
     offline = list(run.rglob("offline-run-*"))
     assert offline, "W&B offline run directory missing"
     assert list(offline[0].glob("*.wandb"))
+
+
+def test_missing_dataset_names_the_path(tmp_path, data_file):
+    from vla_lab.data.errors import DataError
+
+    missing = tmp_path / "nowhere" / "demos.hdf5"
+    cfg, run = _cfg(tmp_path, missing, "debug=fast")
+    with pytest.raises(DataError, match=f"{missing}: no such file"):
+        train(cfg)

@@ -9,8 +9,17 @@ from omegaconf import DictConfig
 from vla_lab.config import CONF_DIR
 
 
+def register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    # ${vla.or:a,b}: a unless it is null (oc.select treats an existing null as a value)
+    if not OmegaConf.has_resolver("vla.or"):
+        OmegaConf.register_new_resolver("vla.or", lambda a, b: b if a is None else a)
+
+
 def register_all() -> None:
-    """Register every layer's typed schemas in Hydra's ConfigStore (idempotent)."""
+    """Register every layer's typed schemas in Hydra's ConfigStore and the resolvers (idempotent)."""
+    register_resolvers()
     from vla_lab.config.schemas import register_configs as register_data
     from vla_lab.eval.config import register_configs as register_eval
     from vla_lab.policies.config import register_configs as register_policies

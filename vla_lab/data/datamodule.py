@@ -14,8 +14,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from vla_lab.config.schemas import DataConfig, LiberoDataConfig, to_schema
 from vla_lab.data.dataset import DemoDataset
@@ -25,6 +24,7 @@ from vla_lab.data.format import ActionSpace
 from vla_lab.data.libero import suite_files
 from vla_lab.data.normalize import Normalizer
 from vla_lab.data.reader import DemoSource, EpisodeRef, expand_paths
+from vla_lab.data.sampler import EpochSampler
 from vla_lab.data.stats import DatasetStats, load_or_compute_stats
 from vla_lab.data.transforms import GeometricAugment, build_image_transform, eval_crop_area
 from vla_lab.data.validate import validate_source
@@ -147,17 +147,13 @@ class DemoDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
         ds = self.train_set
-        gen = torch.Generator().manual_seed(self.cfg.split_seed)
-        n = self.cfg.samples_per_epoch or len(ds)
+        weights = None
         if len(set(self.source_weights)) > 1:
             sid = ds.sample_source_ids()
             counts = np.bincount(sid, minlength=len(self.source_weights)).astype(float)
-            w = np.asarray(self.source_weights)[sid] / counts[sid]
-            sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), n, replacement=True,
-                                            generator=gen)
-        else:
-            sampler = RandomSampler(ds, replacement=self.cfg.samples_per_epoch is not None,
-                                    num_samples=n if self.cfg.samples_per_epoch else None, generator=gen)
+            weights = np.asarray(self.source_weights)[sid] / counts[sid]  # each source gets its weight's share
+        sampler = EpochSampler(len(ds), num_samples=self.cfg.samples_per_epoch, weights=weights,
+                               seed=self.cfg.split_seed)
         return self._loader(ds, sampler=sampler)
 
     def val_dataloader(self):

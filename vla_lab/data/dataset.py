@@ -86,7 +86,16 @@ class DemoDataset(Dataset):
             f = self._handles[path] = self.sources[path].open()
         return f
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``dataset[i]``, or ``dataset[(i, seed)]`` to draw that sample's augmentation from ``seed``."""
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self._sample(int(index))
+        return self._sample(int(key))
+
+    def _sample(self, index: int) -> dict:
         e, t = int(self._ep_of[index]), int(self._t_of[index])
         ep = self.episodes[e]
         src, f = self.sources[ep.file], self._handle(ep.file)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import re
 import shutil
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 
 from vla_lab.eval.actor import DATA_PROCESSOR
 from vla_lab.training import figures
@@ -47,8 +50,8 @@ class RunFiles(L.Callback):
         self._train_time = 0.0
         self._t_batch: float | None = None
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        step = trainer.global_step
+    def on_train_start(self, trainer, pl_module) -> None:
+        step = trainer.global_step  # restored by now when resuming
         if step:  # resumed: forget rows written after the checkpoint
             self.train_log.truncate_after(step)
             self.val_log.truncate_after(step)
@@ -181,6 +184,24 @@ class PolicyCheckpoint(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = state_dict.get("best", self.best)
+
+
+class StepSeed(L.Callback):
+    """Reseed the main process's random streams before every training step from (seed, step).
+
+    Dropout masks and any other randomness of a step then depend on its index alone (augmentation
+    is seeded per sample by the data sampler), so a run resumed from a checkpoint continues exactly
+    as the uninterrupted run would have.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        s = (self.seed * 1_000_003 + trainer.global_step) % 2**32
+        torch.manual_seed(s)
+        np.random.seed(s)
+        random.seed(s)
 
 
 def checkpoints(directory: Path) -> list[Path]:

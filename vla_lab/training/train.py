@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from vla_lab.config.schemas import to_schema
 from vla_lab.eval.actor import processor_spec
 from vla_lab.eval.config import EvalConfig
-from vla_lab.training.callbacks import PolicyCheckpoint, RunFiles, latest_trainer_state
+from vla_lab.training.callbacks import StepSeed, PolicyCheckpoint, RunFiles, latest_trainer_state
 from vla_lab.training.closed_loop import ClosedLoopEval
 from vla_lab.training.config import CallbacksConfig
 from vla_lab.training.module import OptimConfig, VLAModule
@@ -74,7 +74,7 @@ def train(cfg: DictConfig) -> float | None:
     checkpoint = PolicyCheckpoint(run_dir, data_processor, every_n_epochs=cb_cfg.checkpoint.every_n_epochs,
                                   monitor=monitor, mode=mode, keep_last=cb_cfg.checkpoint.keep_last)
     run_files = RunFiles(run_dir, cb_cfg.log_every_n_steps)
-    callbacks += [checkpoint, run_files]
+    callbacks += [checkpoint, run_files, StepSeed(cfg.seed)]
 
     loggers = build_loggers(cfg)
     trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -85,6 +85,7 @@ def train(cfg: DictConfig) -> float | None:
         log.warning("resume=%s: no checkpoint with trainer state yet, starting from scratch", run_dir)
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        _log_checkpoint_artifacts(loggers, run_dir)
     finally:
         _close_loggers(loggers)
         dm.teardown("fit")
@@ -96,6 +97,21 @@ def train(cfg: DictConfig) -> float | None:
     metric = cfg.get("optimized_metric")
     value = summary["final"].get(metric) if metric else None
     return float(value) if value is not None else None
+
+
+def _log_checkpoint_artifacts(loggers: list, run_dir: Path) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if not isinstance(lg, WandbLogger):
+            continue
+        import wandb
+
+        for name in ("best", "final"):
+            if (run_dir / name).is_dir():
+                artifact = wandb.Artifact(f"{run_dir.name}-{name}", type="model")
+                artifact.add_dir(str(run_dir / name))
+                lg.experiment.log_artifact(artifact)
 
 
 def _close_loggers(loggers: list) -> None:
