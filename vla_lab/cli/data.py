@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from vla_lab.data.errors import DataError
 from vla_lab.data.reader import DemoSource, expand_paths

@@ -17,7 +17,9 @@ class BinActionTokenizer:
         if n_bins < 2:
             raise ValueError(f"n_bins must be >= 2, got {n_bins}")
         if vocab_size <= n_bins:
-            raise ValueError(f"vocab_size ({vocab_size}) must exceed n_bins ({n_bins}) to hold the action tokens")
+            raise ValueError(
+                f"vocab_size ({vocab_size}) must exceed n_bins ({n_bins}) to hold the action tokens"
+            )
         self.vocab_size = int(vocab_size)
         self.n_bins = int(n_bins)
         self.low, self.high = float(low), float(high)

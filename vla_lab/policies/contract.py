@@ -60,8 +60,9 @@ class VLAPolicy(nn.Module, abc.ABC):
     #: Registry name, e.g. ``"openvla"``.
     name: str = ""
 
-    def __init__(self, chunk_size: int, n_action_steps: int | None = None,
-                 temporal_ensemble_coeff: float | None = None) -> None:
+    def __init__(
+        self, chunk_size: int, n_action_steps: int | None = None, temporal_ensemble_coeff: float | None = None
+    ) -> None:
         super().__init__()
         n_action_steps = chunk_size if n_action_steps is None else n_action_steps
         if not 1 <= n_action_steps <= chunk_size:
@@ -73,8 +74,30 @@ class VLAPolicy(nn.Module, abc.ABC):
         self.temporal_ensemble_coeff = temporal_ensemble_coeff
         self._queue: deque[torch.Tensor] = deque()
         self._ensembler = (
-            TemporalEnsembler(temporal_ensemble_coeff, chunk_size) if temporal_ensemble_coeff is not None else None
+            TemporalEnsembler(temporal_ensemble_coeff, chunk_size)
+            if temporal_ensemble_coeff is not None
+            else None
         )
+
+    def configure_execution(
+        self, n_action_steps: int | None = None, temporal_ensemble_coeff: float | None = None
+    ) -> None:
+        """Choose how ``select_action`` executes chunks (evaluation-time setting; clears the queue)."""
+        n_action_steps = self.chunk_size if n_action_steps is None else n_action_steps
+        if not 1 <= n_action_steps <= self.chunk_size:
+            raise ValueError(
+                f"n_action_steps must be in [1, chunk_size={self.chunk_size}], got {n_action_steps}"
+            )
+        if temporal_ensemble_coeff is not None and n_action_steps != 1:
+            n_action_steps = 1  # ensembling re-plans every step by definition
+        self.n_action_steps = n_action_steps
+        self.temporal_ensemble_coeff = temporal_ensemble_coeff
+        self._ensembler = (
+            TemporalEnsembler(temporal_ensemble_coeff, self.chunk_size)
+            if temporal_ensemble_coeff is not None
+            else None
+        )
+        self.reset()
 
     @abc.abstractmethod
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]: ...
@@ -107,13 +130,17 @@ def check_images(observation: Batch, cameras: Sequence[str], size: int) -> list[
             raise KeyError(f"missing image {key!r}; the observation has {present}")
         img = observation[key]
         if not isinstance(img, torch.Tensor) or img.ndim != 4:
-            raise ValueError(f"{key} must be a float tensor (B, 3, H, W), got {type(img).__name__} "
-                             f"{tuple(getattr(img, 'shape', ()))}")
+            raise ValueError(
+                f"{key} must be a float tensor (B, 3, H, W), got {type(img).__name__} "
+                f"{tuple(getattr(img, 'shape', ()))}"
+            )
         if img.shape[1] != 3:
             raise ValueError(f"{key} must have 3 channels (B, 3, H, W), got shape {tuple(img.shape)}")
         if tuple(img.shape[-2:]) != (size, size):
-            raise ValueError(f"{key} must be {size}x{size} (the configured image size), got "
-                             f"{img.shape[-2]}x{img.shape[-1]}")
+            raise ValueError(
+                f"{key} must be {size}x{size} (the configured image size), got "
+                f"{img.shape[-2]}x{img.shape[-1]}"
+            )
         if not img.is_floating_point():
             raise ValueError(f"{key} must be float in [0, 1], got dtype {img.dtype}")
         images.append(img)

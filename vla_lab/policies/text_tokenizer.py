@@ -24,12 +24,16 @@ SEED_CORPUS = [
 def train_bpe_tokenizer(corpus: Iterable[str], n_text: int, n_action: int) -> PreTrainedTokenizerFast:
     """Fits a byte-level BPE with ``n_text`` entries, then appends ``n_action`` action tokens."""
     if n_text < len(SPECIAL_TOKENS) + 256:
-        raise ValueError(f"n_text={n_text} cannot hold the 256 byte symbols and {len(SPECIAL_TOKENS)} specials")
+        raise ValueError(
+            f"n_text={n_text} cannot hold the 256 byte symbols and {len(SPECIAL_TOKENS)} specials"
+        )
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=n_text, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        vocab_size=n_text,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator([*SEED_CORPUS, *(t.lower() for t in corpus)], trainer=trainer)
@@ -46,6 +50,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist")
+    if (path / "tokenizer.json").exists():
+        # Direct load: AutoTokenizer would consult config.json, whose model_type transformers lacks.
+        return PreTrainedTokenizerFast.from_pretrained(str(path), local_files_only=True)
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 

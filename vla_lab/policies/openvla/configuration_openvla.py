@@ -110,7 +110,9 @@ class OpenVLAConfig:
         if self.chunk_size < 1 or self.action_dim < 1:
             raise ValueError("chunk_size and action_dim must be >= 1")
         if self.vocab_size <= self.n_action_bins:
-            raise ValueError(f"text_vocab_size {self.vocab_size} leaves no room for {self.n_action_bins} bins")
+            raise ValueError(
+                f"text_vocab_size {self.vocab_size} leaves no room for {self.n_action_bins} bins"
+            )
 
     @property
     def vocab_size(self) -> int:
@@ -146,7 +148,9 @@ class OpenVLAConfig:
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> OpenVLAConfig:
         if d.get("model_type") not in ("openvla", "prismatic"):
-            raise ValueError(f"config.json describes model_type={d.get('model_type')!r}, not an OpenVLA model")
+            raise ValueError(
+                f"config.json describes model_type={d.get('model_type')!r}, not an OpenVLA model"
+            )
         own = dict(d.get("vla_lab", {}))
         text_fields = {f.name for f in dataclasses.fields(LlamaSpec)}
         text = LlamaSpec(**{k: v for k, v in d.get("text_config", {}).items() if k in text_fields})
@@ -158,18 +162,24 @@ class OpenVLAConfig:
         else:
             vision = [
                 ViTSpec(tid, size, act, mean=list(_stats_for(tid)[0]), std=list(_stats_for(tid)[1]))
-                for tid, size, act in zip(d["timm_model_ids"], d["image_sizes"], d["timm_override_act_layers"], strict=True)
+                for tid, size, act in zip(
+                    d["timm_model_ids"], d["image_sizes"], d["timm_override_act_layers"], strict=True
+                )
             ]
-            own.setdefault("tokenizer", ".")
+            own.setdefault("tokenizer", "checkpoint")
         if "l1_head" in own:
             own["l1_head"] = L1HeadSpec(**own["l1_head"])
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(own) - known
         if unknown:
             raise ValueError(f"config.json has unknown vla_lab fields {sorted(unknown)}")
-        return cls(vision=vision, text=text, pad_to_multiple_of=d.get("pad_to_multiple_of", 64),
-                   n_action_bins=d.get("n_action_bins", 256),
-                   **{k: v for k, v in own.items() if k not in ("pad_to_multiple_of", "n_action_bins")})
+        return cls(
+            vision=vision,
+            text=text,
+            pad_to_multiple_of=d.get("pad_to_multiple_of", 64),
+            n_action_bins=d.get("n_action_bins", 256),
+            **{k: v for k, v in own.items() if k not in ("pad_to_multiple_of", "n_action_bins")},
+        )
 
 
 def _stats_for(timm_id: str) -> tuple[list[float], list[float]]:

@@ -10,9 +10,11 @@ right after ``<s>``. ``OpenVLAPolicy`` adds the vla_lab policy contract on top.
 
 from __future__ import annotations
 
-import warnings
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -21,10 +23,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from vla_lab.config import keys
+from vla_lab.policies import lora
 from vla_lab.policies.action_tokenizer import BinActionTokenizer
+from vla_lab.policies.checkpoint import load_state_dict_files, load_strict, save_state_dict
 from vla_lab.policies.contract import VLAPolicy, check_actions, check_images, tasks_of
 from vla_lab.policies.openvla.configuration_openvla import L1HeadSpec, LlamaSpec, OpenVLAConfig, ViTSpec
+from vla_lab.policies.openvla.processor_openvla import OpenVLAProcessor
+from vla_lab.policies.quantization import disable_cpu_inference_repack, quantize_linears
 
 IGNORE_INDEX = -100
 
@@ -44,8 +49,13 @@ class ScaledResidual(nn.Module):
 def build_vit(spec: ViTSpec, init_weights: bool = True) -> nn.Module:
     """timm ViT without classifier; ``init_weights=False`` allows building on the meta device."""
     vit = timm.create_model(
-        spec.timm_id, pretrained=False, num_classes=0, img_size=spec.img_size, act_layer=spec.act_layer,
-        weight_init="" if init_weights else "skip", **spec.timm_kwargs(),
+        spec.timm_id,
+        pretrained=False,
+        num_classes=0,
+        img_size=spec.img_size,
+        act_layer=spec.act_layer,
+        weight_init="" if init_weights else "skip",
+        **spec.timm_kwargs(),
     )
     for block in vit.blocks:
         for name in ("ls1", "ls2"):
@@ -82,8 +92,10 @@ class PrismaticVisionBackbone(nn.Module):
             return penultimate_patches(self.featurizer, pixel_values, self.gradient_checkpointing)
         img, img_fused = torch.split(pixel_values, [3, 3], dim=1)
         return torch.cat(
-            [penultimate_patches(self.featurizer, img, self.gradient_checkpointing),
-             penultimate_patches(self.fused_featurizer, img_fused, self.gradient_checkpointing)],
+            [
+                penultimate_patches(self.featurizer, img, self.gradient_checkpointing),
+                penultimate_patches(self.fused_featurizer, img_fused, self.gradient_checkpointing),
+            ],
             dim=2,
         )
 
@@ -109,6 +121,18 @@ class PrismaticProjector(nn.Module):
         return self.fc3(self.act_fn2(x)) if self.fused else x
 
 
+class ActionQueries(nn.Module):
+    """Learned placeholder embeddings, one per action value of the chunk. Learned rather than zero
+    (OFT's choice): with zero inputs every slot starts identical and small models learn slowly."""
+
+    def __init__(self, n: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, dim) * 0.02)
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.weight.unsqueeze(0).expand(batch, -1, -1)
+
+
 class L1ActionHead(nn.Module):
     """Residual MLP from the hidden states of one chunk step's A placeholders to its A actions."""
 
@@ -118,7 +142,8 @@ class L1ActionHead(nn.Module):
         self.norm_in = nn.LayerNorm(llm_dim * action_dim)
         self.fc_in = nn.Linear(llm_dim * action_dim, hidden)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU()) for _ in range(spec.num_blocks)
+            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU())
+            for _ in range(spec.num_blocks)
         )
         self.norm_out = nn.LayerNorm(hidden)
         self.fc_out = nn.Linear(hidden, action_dim)
@@ -132,11 +157,18 @@ class L1ActionHead(nn.Module):
 
 def llama_config(spec: LlamaSpec) -> LlamaConfig:
     cfg = LlamaConfig(
-        vocab_size=spec.vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads, max_position_embeddings=spec.max_position_embeddings,
-        rms_norm_eps=spec.rms_norm_eps, rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
-        bos_token_id=spec.bos_token_id, eos_token_id=spec.eos_token_id, pad_token_id=spec.pad_token_id,
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        rms_norm_eps=spec.rms_norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
+        bos_token_id=spec.bos_token_id,
+        eos_token_id=spec.eos_token_id,
+        pad_token_id=spec.pad_token_id,
         tie_word_embeddings=False,
     )
     cfg._attn_implementation = "sdpa"
@@ -150,9 +182,14 @@ class OpenVLAForActionPrediction(nn.Module):
         super().__init__()
         self.config = config
         self.vision_backbone = PrismaticVisionBackbone(config.vision, init_weights)
-        self.projector = PrismaticProjector(config.fused, self.vision_backbone.embed_dim, config.text.hidden_size)
+        self.projector = PrismaticProjector(
+            config.fused, self.vision_backbone.embed_dim, config.text.hidden_size
+        )
         self.language_model = LlamaForCausalLM(llama_config(config.text))
         if config.action_head == "l1_chunk":
+            self.action_queries = ActionQueries(
+                config.chunk_size * config.action_dim, config.text.hidden_size
+            )
             self.action_head = L1ActionHead(config.text.hidden_size, config.action_dim, config.l1_head)
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -163,10 +200,11 @@ class OpenVLAForActionPrediction(nn.Module):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.vision_backbone.gradient_checkpointing = enabled
+        lm = self.language_model
         if enabled:
-            self.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            self.language_model.gradient_checkpointing_disable()
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        elif lm.is_activation_checkpointing:
+            lm.activation_checkpointing_disable()
 
 
 class Sequence:
@@ -177,14 +215,18 @@ class Sequence:
         self.position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def assemble(model: OpenVLAForActionPrediction, patches: torch.Tensor, prompts: list[list[int]],
-             suffix: torch.Tensor | None) -> Sequence:
+def assemble(
+    model: OpenVLAForActionPrediction,
+    patches: torch.Tensor,
+    prompts: list[list[int]],
+    suffix: torch.Tensor | None,
+) -> Sequence:
     """``prompts`` start with ``<s>``; ``suffix`` (B, S, D) embeddings are appended to every row."""
     batch, device = len(prompts), patches.device
     width = max(len(p) for p in prompts)
     ids = torch.zeros(batch, width, dtype=torch.long, device=device)
     for b, p in enumerate(prompts):
-        ids[b, width - len(p):] = torch.tensor(p, device=device)
+        ids[b, width - len(p) :] = torch.tensor(p, device=device)
     text = model.embed_tokens(ids)
     rows = []
     for b, p in enumerate(prompts):
@@ -197,8 +239,8 @@ def assemble(model: OpenVLAForActionPrediction, patches: torch.Tensor, prompts: 
     embeds = patches.new_zeros(batch, length, patches.shape[-1])
     mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
     for b, r in enumerate(rows):
-        embeds[b, length - r.shape[0]:] = r
-        mask[b, length - r.shape[0]:] = True
+        embeds[b, length - r.shape[0] :] = r
+        mask[b, length - r.shape[0] :] = True
     return Sequence(embeds, mask)
 
 
@@ -226,19 +268,63 @@ class OpenVLAPolicy(VLAPolicy):
         self.action_tokenizer = BinActionTokenizer(config.vocab_size, config.n_action_bins)
         self.model.set_gradient_checkpointing(config.gradient_checkpointing)
 
+    base_path: str | None = None
+    peft_spec = None
+    base_fingerprint: str | None = None
+
+    def submodels(self) -> dict[str, str]:
+        """Sub-model names accepted by PEFT specs → module paths inside ``self.model``."""
+        return {
+            "vision": "vision_backbone",
+            "projector": "projector",
+            "llm": "language_model",
+            "action_head": "action_head",
+            "action_queries": "action_queries",
+        }
+
+    def fresh_submodels(self) -> list[str]:
+        """Sub-models no pretrained checkpoint provides: trained in full even under LoRA."""
+        return ["action_queries", "action_head"] if self.config.action_head == "l1_chunk" else []
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        self.model.set_gradient_checkpointing(enabled)
+
+    def apply_peft(self, spec) -> OpenVLAPolicy:
+        self.base_fingerprint = lora.base_fingerprint(self.model)
+        if self.base_path is None and spec.method != "none":
+            self.base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.peft_spec = spec
+        return lora.apply_peft(self, spec)
+
+    def merge_adapters(self) -> OpenVLAPolicy:
+        lora.merge_adapters(self)
+        self.peft_spec, self.base_path = None, None
+        return self
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        save_openvla(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> OpenVLAPolicy:
+        return load_openvla(directory, **kwargs)
+
     # ---- inputs ----
     def _encode_observation(self, observation) -> tuple[torch.Tensor, list[list[int]]]:
         images = check_images(observation, self.config.cameras[:1], self.config.image_size)
         pixel_values = self.processor.pixel_values(images[0])
         prompts = self.processor.prompt_ids(tasks_of(observation, pixel_values.shape[0]))
         dtype = self.model.projector.fc1.weight.dtype
-        patches = self.model.embed_images(pixel_values.to(dtype if dtype.is_floating_point else torch.float32))
+        patches = self.model.embed_images(
+            pixel_values.to(dtype if dtype.is_floating_point else torch.float32)
+        )
         return patches, prompts
 
     def _hidden(self, seq: Sequence, attn: torch.Tensor | None = None, **kw):
         return self.model.language_model.model(
-            inputs_embeds=seq.embeds, attention_mask=seq.mask if attn is None else attn,
-            position_ids=seq.position_ids, **kw,
+            inputs_embeds=seq.embeds,
+            attention_mask=seq.mask if attn is None else attn,
+            position_ids=seq.position_ids,
+            **kw,
         )
 
     # ---- training ----
@@ -260,18 +346,22 @@ class OpenVLAPolicy(VLAPolicy):
         logits = self.model.language_model.lm_head(hidden[:, -n - 1 : -1]).float()
         labels = suffix_ids.clone()
         labels[:, :-1][is_pad.repeat_interleave(self.config.action_dim, dim=1)] = IGNORE_INDEX
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+        )
         with torch.no_grad():
             pred = logits[:, :-1].argmax(-1)
             valid = labels[:, :-1] != IGNORE_INDEX
             acc = (pred == targets)[valid].float().mean()
             pred_actions = self.action_tokenizer.decode(pred).reshape(action.shape)
-        return loss, {"loss": loss.detach(), "token_accuracy": acc, **action_metrics(pred_actions, action, is_pad)}
+        return loss, {
+            "loss": loss.detach(),
+            "token_accuracy": acc,
+            **action_metrics(pred_actions, action, is_pad),
+        }
 
     def _placeholders(self, batch: int, patches: torch.Tensor) -> torch.Tensor:
-        # OFT feeds zero embeddings at the action slots; the head reads their final hidden states.
-        n = self.config.chunk_size * self.config.action_dim
-        return patches.new_zeros(batch, n, patches.shape[-1])
+        return self.model.action_queries(batch).to(patches.dtype)
 
     def _l1_chunk(self, patches, prompts) -> torch.Tensor:
         batch = patches.shape[0]
@@ -302,8 +392,14 @@ class OpenVLAPolicy(VLAPolicy):
         seq = assemble(self.model, patches, prompts, None)
         lm = self.model.language_model
         cache = DynamicCache(config=lm.config)
-        out = lm(inputs_embeds=seq.embeds, attention_mask=seq.mask.long(), position_ids=seq.position_ids,
-                 past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = lm(
+            inputs_embeds=seq.embeds,
+            attention_mask=seq.mask.long(),
+            position_ids=seq.position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         mask, pos = seq.mask.long(), seq.position_ids[:, -1:]
         tokens = []
         for step in range(self.config.chunk_size * self.config.action_dim):
@@ -313,8 +409,13 @@ class OpenVLAPolicy(VLAPolicy):
                 break
             mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
             pos = pos + 1
-            out = lm(input_ids=nxt, attention_mask=mask, position_ids=pos, past_key_values=out.past_key_values,
-                     use_cache=True)
+            out = lm(
+                input_ids=nxt,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
         return torch.cat(tokens, dim=1)
 
 
@@ -334,9 +435,125 @@ def action_metrics(pred: torch.Tensor, target: torch.Tensor, is_pad: torch.Tenso
     return out
 
 
-def warn_truncated(n_tokens: int, limit: int) -> None:
-    warnings.warn(f"instruction prompt has {n_tokens} tokens, more than max_prompt_tokens={limit}: truncated",
-                  stacklevel=3)
+# ---- construction and persistence ----
+CONFIG_FILE = "config.json"
 
 
-__all__ = ["OpenVLAForActionPrediction", "OpenVLAPolicy", "action_metrics", "np"]
+def build_tokenizer(config: OpenVLAConfig, corpus: list[str] | None):
+    from vla_lab.policies.text_tokenizer import load_tokenizer, space_token_id, train_bpe_tokenizer
+
+    if config.tokenizer == "checkpoint":
+        raise ValueError(
+            "this config takes its tokenizer from a checkpoint: set model.pretrained to its directory"
+        )
+    if config.tokenizer != "train":
+        return load_tokenizer(config.tokenizer)
+    n_text = config.vocab_size - config.n_action_bins
+    tokenizer = train_bpe_tokenizer(corpus or [], n_text=n_text, n_action=config.n_action_bins)
+    if config.space_token_id != space_token_id(tokenizer):
+        config.space_token_id = space_token_id(tokenizer)
+    return tokenizer
+
+
+def make_openvla_policy(
+    config: OpenVLAConfig, corpus: list[str] | None = None, norm_stats: dict[str, Any] | None = None
+) -> OpenVLAPolicy:
+    """A fresh policy; ``corpus`` (the dataset's instructions) trains the small configs' tokenizer."""
+    if config.pretrained:
+        return OpenVLAPolicy.from_pretrained(config.pretrained, overrides=config, norm_stats=norm_stats)
+    tokenizer = build_tokenizer(config, corpus)
+    processor = OpenVLAProcessor.from_config(config, tokenizer, norm_stats)
+    return OpenVLAPolicy(config, processor)
+
+
+def save_openvla(policy: OpenVLAPolicy, directory: str | Path) -> None:
+    """Full weights, or — for an adapted policy — peft adapters plus a reference to the base."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = policy.config.to_hf_dict()
+    cfg["norm_stats"] = policy.processor.norm_stats
+    if lora.is_adapted(policy):
+        lora.save_adapters(policy, directory)
+        cfg["peft"] = dataclasses.asdict(policy.peft_spec)
+        cfg["base_model"] = _base_reference(policy, directory)
+        cfg["base_fingerprint"] = policy.base_fingerprint
+    else:
+        save_state_dict(policy.model.state_dict(), directory)
+    (directory / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+    policy.processor.save_pretrained(directory)
+
+
+def _base_reference(policy: OpenVLAPolicy, directory: Path) -> str:
+    if policy.base_path is not None:
+        return str(Path(policy.base_path).resolve())
+    # A randomly initialised base exists nowhere else: keep it next to the adapters.
+    base_dir = directory / "base"
+    base_dir.mkdir(exist_ok=True)
+    save_state_dict(policy.base_state, base_dir)
+    cfg = policy.config.to_hf_dict()
+    (base_dir / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+    policy.processor.save_pretrained(base_dir)
+    return "base"
+
+
+def load_openvla(
+    directory: str | Path,
+    overrides: OpenVLAConfig | None = None,
+    norm_stats: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    quantization: str | None = None,
+) -> OpenVLAPolicy:
+    """Loads a vla_lab or official OpenVLA checkpoint directory (full weights or adapters).
+    ``overrides`` may change run-time fields only (chunk execution, gradient checkpointing)."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}: not a checkpoint directory")
+    raw = json.loads((directory / CONFIG_FILE).read_text())
+    if (directory / lora.ADAPTER_CONFIG).exists():
+        return _load_adapted(directory, raw, overrides, norm_stats)
+    config = OpenVLAConfig.from_hf_dict(raw)
+    if overrides is not None:
+        for name in ("n_action_steps", "temporal_ensemble_coeff", "gradient_checkpointing"):
+            setattr(config, name, getattr(overrides, name))
+    saved_stats = raw.get("norm_stats") or {}
+    processor = OpenVLAProcessor.from_pretrained(directory, config, {**saved_stats, **(norm_stats or {})})
+    with torch.device("meta"):
+        policy = OpenVLAPolicy(config, processor, init_weights=False)
+    load_strict(policy.model, load_state_dict_files(directory), f"checkpoint {directory}")
+    _materialize_buffers(policy.model)
+    policy.base_path = str(directory)
+    if dtype is not None:
+        policy.to(dtype)
+    if quantization is not None:
+        quantize_linears(policy.model, ["language_model"], quantization)
+        disable_cpu_inference_repack(policy.model)
+    return policy
+
+
+def _load_adapted(directory: Path, raw: dict[str, Any], overrides, norm_stats) -> OpenVLAPolicy:
+    from vla_lab.policies.config import peft_spec_from
+
+    base_dir = Path(raw["base_model"])
+    base_dir = base_dir if base_dir.is_absolute() else directory / base_dir
+    policy = load_openvla(base_dir, overrides, {**(raw.get("norm_stats") or {}), **(norm_stats or {})})
+    policy.processor = OpenVLAProcessor.from_pretrained(directory, policy.config, policy.processor.norm_stats)
+    spec = peft_spec_from(raw["peft"])
+    if (
+        OpenVLAConfig.from_hf_dict(raw).to_hf_dict()
+        != OpenVLAConfig.from_hf_dict(json.loads((base_dir / CONFIG_FILE).read_text())).to_hf_dict()
+    ):
+        raise ValueError(
+            f"adapter config in {directory} describes another architecture than its base {base_dir}"
+        )
+    lora.load_adapters(policy, directory, spec, raw.get("base_fingerprint"))
+    policy.peft_spec = spec
+    return policy
+
+
+def _materialize_buffers(model: OpenVLAForActionPrediction) -> None:
+    """Non-persistent buffers (rotary frequencies) are not in checkpoints: rebuild them off meta."""
+    lm = model.language_model.model
+    lm.rotary_emb = type(lm.rotary_emb)(config=lm.config)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if left:
+        raise RuntimeError(f"tensors left uninitialised after loading: {left[:10]}")

@@ -1,0 +1,317 @@
+import json
+import warnings
+
+import pytest
+import torch
+
+from tests.policies.conftest import INSTRUCTIONS, make_batch, model_cfg, norm_entry, tiny_cfg
+from vla_lab.policies.factory import load_policy, make_policy
+from vla_lab.policies.openvla.configuration_openvla import OpenVLAConfig
+from vla_lab.policies.openvla.modeling_openvla import OpenVLAForActionPrediction, block_bidirectional_mask
+
+# Component sizes of openvla/openvla-7b (DINOv2 ViT-L/14-reg4, SigLIP So400M/14, projector, Llama-2 + 64 rows).
+OFFICIAL = {
+    "vision": 730_911_680,
+    "dinov2": 303_230_976,
+    "siglip": 427_680_704,
+    "projector": 71_385_600,
+    "llm": 6_738_939_904,
+}
+
+
+def n_params(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.timeout(60)
+def test_official_config_builds_on_meta_with_official_counts():
+    with torch.device("meta"):
+        model = OpenVLAForActionPrediction(model_cfg("openvla_7b"), init_weights=False)
+    assert n_params(model.vision_backbone.featurizer) == OFFICIAL["dinov2"]
+    assert n_params(model.vision_backbone.fused_featurizer) == OFFICIAL["siglip"]
+    assert n_params(model.projector) == OFFICIAL["projector"]
+    assert n_params(model.language_model) == OFFICIAL["llm"]
+    assert n_params(model) == 7_541_237_184
+    keys = model.state_dict()
+    assert len(keys) == 982
+    # Names as in the released checkpoint (LayerScale renamed, projector fc1..fc3, HF Llama).
+    for name, shape in {
+        "vision_backbone.featurizer.blocks.0.ls1.scale_factor": (1024,),
+        "vision_backbone.featurizer.reg_token": (1, 4, 1024),
+        "vision_backbone.fused_featurizer.attn_pool.latent": (1, 1, 1152),
+        "projector.fc1.weight": (8704, 2176),
+        "projector.fc3.weight": (4096, 4096),
+        "language_model.model.embed_tokens.weight": (32064, 4096),
+        "language_model.lm_head.weight": (32064, 4096),
+    }.items():
+        assert tuple(keys[name].shape) == shape, name
+    assert not any("gamma" in k for k in keys)
+    assert model.language_model.config.rms_norm_eps == 1e-6
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return make_policy(tiny_cfg(), corpus=INSTRUCTIONS, norm_stats={"demo": norm_entry()})
+
+
+def test_prompt_format_bos_template_and_space_token(tiny):
+    proc = tiny.processor
+    ids = proc.prompt_ids(["Pick Up The Red Block"])[0]
+    assert ids[0] == tiny.config.text.bos_token_id
+    assert ids[-1] == tiny.config.space_token_id
+    text = proc.tokenizer.decode(ids[1:-1])
+    assert text == "In: What action should the robot take to pick up the red block?\nOut:"
+    # Action ids never collide with text ids.
+    assert max(max(proc.prompt_ids(INSTRUCTIONS), key=max)) < tiny.action_tokenizer.first_action_id
+
+
+def test_long_instruction_is_truncated_with_a_warning(tiny):
+    long = " ".join(["carefully"] * 200)
+    with pytest.warns(UserWarning, match="truncated"):
+        ids = tiny.processor.prompt_ids([long])[0]
+    assert len(ids) <= tiny.config.max_prompt_tokens
+    assert ids[0] == tiny.config.text.bos_token_id and ids[-1] == tiny.config.space_token_id
+
+
+def test_loss_only_on_action_tokens_and_stop_token(tiny):
+    from vla_lab.policies.openvla.modeling_openvla import assemble
+
+    batch = make_batch(2, size=112)
+    with torch.no_grad():
+        loss, logs = tiny(batch)
+        # Reference: HF's own shifted causal-LM loss over the full sequence, with labels that are
+        # -100 everywhere except the 7 action tokens and </s> at the end.
+        patches, prompts = tiny._encode_observation(batch)
+        targets = tiny.action_tokenizer.encode(batch["action"]).reshape(2, -1)
+        suffix = torch.cat([targets, torch.full((2, 1), tiny.config.text.eos_token_id)], dim=1)
+        seq = assemble(tiny.model, patches, prompts, tiny.model.embed_tokens(suffix))
+        labels = torch.full(seq.mask.shape, -100)
+        labels[:, -8:] = suffix
+        ref = tiny.model.language_model(
+            inputs_embeds=seq.embeds,
+            attention_mask=seq.mask.long(),
+            position_ids=seq.position_ids,
+            labels=labels,
+        ).loss
+    torch.testing.assert_close(loss, ref, atol=1e-5, rtol=1e-5)
+    assert 0 <= float(logs["token_accuracy"]) <= 1
+
+
+@pytest.mark.timeout(120)
+def test_tiny_tokens_head_trains_and_predicts():
+    torch.manual_seed(0)
+    policy = make_policy(tiny_cfg(img=56), corpus=INSTRUCTIONS)
+    batch = make_batch(2, seed=1, size=56)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        loss, _ = policy(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    policy.eval()
+    pred = policy.predict_action_chunk(batch)
+    assert pred.shape == (2, 1, 7)
+    # Memorised: decoded actions sit within two bins of the targets.
+    assert (pred - batch["action"]).abs().mean() < 0.1
+
+
+@pytest.mark.timeout(120)
+def test_l1_chunk_head_trains_in_one_pass():
+    torch.manual_seed(0)
+    policy = make_policy(
+        tiny_cfg("model.action_head=l1_chunk", "model.chunk_size=4", img=56), corpus=INSTRUCTIONS
+    )
+    batch = make_batch(2, chunk=4, seed=2, size=56)
+    # One shared target chunk: fitting it needs the head, the LLM and the placeholders to learn.
+    batch["action"][1] = batch["action"][0]
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    first = None
+    for _ in range(25):
+        loss, logs = policy(batch)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+    assert {"l1_error", "direction_accuracy", "gripper_accuracy", "position_l1", "rotation_l1"} <= set(logs)
+    assert policy.predict_action_chunk(batch).shape == (2, 4, 7)
+
+
+def test_block_mask_is_causal_before_the_block_and_bidirectional_inside():
+    mask = torch.tensor([[False, True, True, True, True, True]])
+    m = block_bidirectional_mask(mask, 2)[0, 0]
+    assert not m[1, 0]  # padding key is never attended
+    assert m[2, 1] and not m[1, 2]  # causal prefix
+    assert m[4, 5] and m[5, 4]  # the action block sees itself both ways
+    assert not m[3, 4]  # prefix does not see the block
+
+
+@pytest.mark.parametrize("head", ["tokens", "l1_chunk"])
+def test_batched_prediction_equals_one_by_one(head):
+    torch.manual_seed(0)
+    policy = make_policy(
+        tiny_cfg(f"model.action_head={head}", "model.chunk_size=2"), corpus=INSTRUCTIONS
+    ).eval()
+    # Instructions of different lengths exercise the left padding.
+    batch = make_batch(3, chunk=2, seed=3, size=112)
+    together = policy.predict_action_chunk(batch)
+    for i in range(3):
+        one = {k: (v[i : i + 1] if torch.is_tensor(v) else v[i : i + 1]) for k, v in batch.items()}
+        torch.testing.assert_close(policy.predict_action_chunk(one), together[i : i + 1], atol=1e-4, rtol=0)
+
+
+def test_kv_cache_decoding_equals_full_recompute(tiny):
+    tiny.eval()
+    batch = make_batch(2, seed=4, size=112)
+    patches, prompts = tiny._encode_observation(batch)
+    cached = tiny.generate_action_ids(patches, prompts)
+    # Reference: re-run the whole sequence for every new token (no cache).
+    from vla_lab.policies.openvla.modeling_openvla import assemble
+
+    ids = torch.empty(2, 0, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(7):
+            suffix = tiny.model.embed_tokens(ids) if ids.shape[1] else None
+            seq = assemble(tiny.model, patches, prompts, suffix)
+            h = tiny._hidden(seq).last_hidden_state[:, -1:]
+            ids = torch.cat([ids, tiny.model.language_model.lm_head(h).argmax(-1)], dim=1)
+    assert torch.equal(cached, ids)
+
+
+def test_unnormalize_by_key_and_errors_list_available_keys(tiny):
+    x = torch.zeros(1, 1, 7)
+    out = tiny.processor.unnormalize(x, "demo")
+    entry = norm_entry()
+    lo, hi = torch.tensor(entry["action"]["q01"]), torch.tensor(entry["action"]["q99"])
+    torch.testing.assert_close(out[0, 0, :6], ((lo + hi) / 2)[:6], atol=1e-5, rtol=0)
+    assert out[0, 0, 6] == 0  # gripper passes through
+    with pytest.raises(KeyError, match=r"available: \['demo'\]"):
+        tiny.processor.unnormalize(x, "libero")
+    tiny.processor.norm_stats["other"] = norm_entry(seed=1)
+    try:
+        with pytest.raises(ValueError, match=r"ambiguous.*\['demo', 'other'\]"):
+            tiny.processor.unnormalize(x)
+    finally:
+        del tiny.processor.norm_stats["other"]
+
+
+def test_official_norm_stats_layout_is_understood(tiny):
+    official = {
+        "action": {
+            "q01": [-1.0] * 7,
+            "q99": [1.0, 2, 3, 4, 5, 6, 7],
+            "mask": [True] * 6 + [False],
+            "mean": [0.0] * 7,
+            "std": [1.0] * 7,
+            "min": [-1.0] * 7,
+            "max": [1.0] * 7,
+        }
+    }
+    tiny.processor.norm_stats["bridge_orig"] = official
+    try:
+        out = tiny.processor.unnormalize(torch.ones(1, 1, 7), "bridge_orig")
+    finally:
+        del tiny.processor.norm_stats["bridge_orig"]
+    torch.testing.assert_close(out[0, 0], torch.tensor([1.0, 2, 3, 4, 5, 6, 1.0]), atol=1e-5, rtol=0)
+
+
+def test_wrong_image_size_is_rejected(tiny):
+    batch = make_batch(1, size=224)
+    with pytest.raises(ValueError, match="112x112"):
+        tiny.predict_action_chunk(batch)
+
+
+@pytest.mark.timeout(120)
+def test_save_load_round_trip(tiny, tmp_path):
+    tiny.eval()
+    batch = make_batch(2, seed=5, size=112)
+    before = tiny.predict_action_chunk(batch)
+    tiny.save_pretrained(tmp_path / "ckpt")
+    cfg = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert cfg["model_type"] == "openvla" and "demo" in cfg["norm_stats"]
+    assert cfg["timm_model_ids"][0].startswith("vit_large_patch14_reg4_dinov2")
+    loaded = load_policy(tmp_path / "ckpt").eval()
+    assert torch.equal(loaded.predict_action_chunk(batch), before)
+    assert loaded.processor.steps == tiny.processor.steps
+    for (k, a), (_, b) in zip(
+        tiny.model.state_dict().items(), loaded.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+@pytest.mark.timeout(120)
+def test_checkpoint_of_another_size_lists_mismatches(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "ckpt")
+    cfg_path = tmp_path / "ckpt" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["text_config"]["num_hidden_layers"] = 3
+    cfg["text_config"]["hidden_size"] = 256
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"missing keys: .*layers\.2\..*\n.*shape mismatches"):
+        load_policy(tmp_path / "ckpt")
+
+
+def test_checkpoint_of_another_family_is_rejected(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="model_type 'llama'"):
+        load_policy(tmp_path)
+
+
+def test_config_round_trips_through_the_official_layout():
+    cfg = model_cfg("openvla_tiny", "model.action_head=l1_chunk", "model.chunk_size=8")
+    back = OpenVLAConfig.from_hf_dict(json.loads(json.dumps(cfg.to_hf_dict())))
+    assert back == cfg
+
+
+def test_unknown_action_head_is_rejected():
+    with pytest.raises(ValueError, match="action_head"):
+        model_cfg("openvla_tiny", "model.action_head=diffusion")
+
+
+def test_no_warning_for_normal_instructions(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny.processor.prompt_ids(INSTRUCTIONS)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    policy = make_policy(tiny_cfg(img=56), corpus=INSTRUCTIONS)
+    batch = make_batch(2, size=56, seed=9)
+    results = []
+    for enabled in (False, True):
+        policy.set_gradient_checkpointing(enabled)
+        policy.zero_grad()
+        loss, _ = policy(batch)
+        loss.backward()
+        # Unused by design (blocks after the second-to-last, SigLIP's pooling head): no gradient.
+        results.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None})
+        )
+    assert policy.model.language_model.is_activation_checkpointing
+    torch.testing.assert_close(results[0][0], results[1][0])
+    assert results[0][1].keys() == results[1][1].keys()
+    for n, g in results[0][1].items():
+        torch.testing.assert_close(results[1][1][n], g, atol=1e-6, rtol=1e-5, msg=n)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_small_config_trains_a_few_steps():
+    torch.manual_seed(0)
+    policy = make_policy(model_cfg("openvla_small"), corpus=INSTRUCTIONS)
+    assert 10e6 < sum(p.numel() for p in policy.parameters()) < 30e6
+    batch = make_batch(2, seed=11)
+    opt = torch.optim.AdamW(policy.parameters(), lr=5e-4)
+    losses = []
+    for _ in range(6):
+        loss, _ = policy(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

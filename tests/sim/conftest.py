@@ -1,0 +1,55 @@
+"""Fixtures of the simulator tests: real headless Chromium, shared per module to keep the suite fast."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+
+from vla_lab.sim.browser import DEFAULT_CHROMIUM
+from vla_lab.sim.manifest import WEB_ROOT
+
+HAVE_CHROMIUM = Path(os.environ.get("VLA_LAB_CHROMIUM") or DEFAULT_CHROMIUM).is_file()
+HAVE_MODULES = (WEB_ROOT / "node_modules" / "three").is_dir() and (
+    WEB_ROOT / "node_modules" / "@dimforge"
+).is_dir()
+HAVE_NODE = shutil.which("node") is not None
+
+needs_browser = pytest.mark.skipif(
+    not (HAVE_CHROMIUM and HAVE_MODULES),
+    reason="headless Chromium or the simulator's npm packages are missing; run `make sim-deps`",
+)
+
+
+@pytest.fixture(scope="module")
+def sim_env():
+    from vla_lab.sim import SimEnv
+
+    env = SimEnv("pick_block", "studio", timeout=15.0)
+    yield env
+    env.close()
+
+
+def chromium_processes() -> list[int]:
+    """PIDs of live chromium processes on this machine (any owner)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{d}/comm").read_text().strip()
+            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if comm.startswith("chrom") and state != "Z":
+            out.append(int(d))
+    return out
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,90 @@
+"""`vla-collect` writes demonstrations that `vla-data validate` accepts; its config is validated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.sim.conftest import needs_browser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLA_LAB_ROOT": str(cwd)}
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cli(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+@pytest.mark.sim
+@needs_browser
+@pytest.mark.timeout(300)
+def test_collect_writes_valid_demos(tmp_path):
+    out = tmp_path / "demos.hdf5"
+    res = run(
+        [
+            cli("vla-collect"),
+            "tasks=[pick_block,push_to_zone]",
+            "environment=workshop",
+            "episodes_per_task=2",
+            f"out={out}",
+            "seed=3",
+            "progress=false",
+            "expert.noise_std=0.1",
+        ],
+        tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "pick_block" in res.stdout and "push_to_zone" in res.stdout
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["tasks"]["pick_block"]["kept"] == 2 and summary["tasks"]["push_to_zone"]["kept"] == 2
+    val = run([cli("vla-data"), "validate", str(out)], tmp_path)
+    assert val.returncode == 0, val.stdout + val.stderr
+    with h5py.File(out) as f:
+        data = f["data"]
+        assert data.attrs["num_demos"] == 4 and data.attrs["env_name"] == "tabletop"
+        assert json.loads(data.attrs["action_space"])["gripper_convention"] == "0_closed_1_open"
+        demo = data["demo_0"]
+        t = demo.attrs["num_samples"]
+        assert demo["obs/agentview_rgb"].shape == (t, 224, 224, 3)
+        assert demo["actions"].shape == (t, 7) and demo["obs/ee_pos"].shape == (t, 3)
+        assert (
+            bool(demo.attrs["success"])
+            and demo.attrs["task"] == "pick_block"
+            and demo.attrs["environment"] == "workshop"
+        )
+        assert "block" in demo.attrs["language_instruction"]
+        assert np.all(demo["actions"][:, 6] >= 0) and np.all(demo["actions"][:, 6] <= 1)
+
+
+def test_collect_rejects_bad_config(tmp_path):
+    res = run([cli("vla-collect"), "episodes_per_task=many"], tmp_path, timeout=60)
+    assert res.returncode != 0 and "episodes_per_task" in res.stderr
+    res = run([cli("vla-collect"), "sim.randomization.fog=1"], tmp_path, timeout=60)
+    assert res.returncode != 0 and "fog" in res.stderr
+    res = run([cli("vla-collect"), "tasks=[juggle]", f"out={tmp_path / 'x.hdf5'}"], tmp_path, timeout=60)
+    assert res.returncode == 2 and "unknown task 'juggle'" in res.stderr and "pick_block" in res.stderr
+    assert not (tmp_path / "x.hdf5").exists()
+
+
+def test_collect_config_composes_with_the_sim_group():
+    from hydra import compose, initialize_config_dir
+
+    from vla_lab.config import CONF_DIR
+    from vla_lab.sim.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("collect", overrides=["sim=randomized", "tasks=[stack_blocks,put_in_order]"])
+    assert list(cfg.tasks) == ["stack_blocks", "put_in_order"]
+    assert cfg.sim.randomization.num_distractors == 2 and cfg.sim.image_size == 224

@@ -1,0 +1,157 @@
+"""Browser crashes, hangs, dropped connections and killed parents: clear errors, no orphans, no hangs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sim.conftest import chromium_processes, kill_group, needs_browser
+from vla_lab.sim import SimCrashedError, SimEnv, SimTimeoutError
+from vla_lab.sim.browser import OWNER_FILE, PROFILE_PREFIX, group_members, sweep_stale_profiles
+from vla_lab.sim.server import SimServer
+
+pytestmark = [pytest.mark.sim, needs_browser, pytest.mark.timeout(120)]
+
+ZERO = [0, 0, 0, 0, 0, 0, 1]
+
+
+def test_crashed_browser_raises_then_reset_starts_a_fresh_one():
+    env = SimEnv("pick_block", timeout=10.0)
+    try:
+        env.reset(seed=0)
+        first = env.backend.browser
+        pgid = first.pgid
+        kill_group(pgid)
+        t0 = time.monotonic()
+        with pytest.raises(SimCrashedError):
+            env.step(ZERO)
+        assert time.monotonic() - t0 < 5.0
+        assert env.backend is None and not group_members(pgid)
+        obs, _ = env.reset(seed=0)
+        assert env.backend.browser is not first and env.backend.alive()
+        env.step(ZERO)
+    finally:
+        env.close()
+
+
+def test_hung_browser_times_out_then_reset_starts_a_fresh_one():
+    env = SimEnv("reach_target", timeout=2.0)
+    try:
+        env.reset(seed=0)
+        pgid = env.backend.browser.pgid
+        kill_group(pgid, signal.SIGSTOP)  # a page that never answers
+        t0 = time.monotonic()
+        with pytest.raises(SimTimeoutError, match="did not answer within 2.0 s"):
+            env.step(ZERO)
+        assert time.monotonic() - t0 < 4.0
+        assert not group_members(pgid)  # the hung browser was killed, not leaked
+        env.reset(seed=0)
+        env.step(ZERO)
+    finally:
+        env.close()
+
+
+def test_python_disconnect_leaves_the_page_idle_and_the_browser_alive():
+    env = SimEnv("pick_block")
+    try:
+        env.reset(seed=0)
+        backend = env.backend
+        backend.links[0].close()  # Python side drops the link, browser keeps running
+        time.sleep(0.5)
+        assert backend.alive()
+        pids = group_members(backend.browser.pgid)
+
+        def cpu_ticks() -> int:
+            total = 0
+            for pid in pids:
+                try:
+                    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                total += int(f[11]) + int(f[12])  # utime + stime
+            return total
+
+        before = cpu_ticks()
+        time.sleep(1.0)
+        # An idle page burns (almost) nothing: no reconnect loop, no render loop.
+        assert cpu_ticks() - before < 30
+        with pytest.raises(SimCrashedError):
+            env.step(ZERO)
+    finally:
+        env.close()
+
+
+def test_no_orphan_browser_when_the_python_parent_is_sigkilled(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from vla_lab.sim import SimEnv
+        env = SimEnv("reach_target")
+        env.reset(seed=0)
+        print(env.backend.browser.pgid, flush=True)
+        sys.stdin.read()  # wait to be killed
+        """
+    )
+    before = set(chromium_processes())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.strip().isdigit(), f"child did not start the simulator: {line!r}"
+        pgid = int(line)
+        assert group_members(pgid)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (group_members(pgid) or set(chromium_processes()) - before):
+            time.sleep(0.1)
+        assert not group_members(pgid), "browser processes survived their SIGKILLed parent"
+        assert not set(chromium_processes()) - before
+        # The dead owner could not delete its profile; the next browser start sweeps it away.
+        stale = list(Path(tempfile.gettempdir()).glob(f"{PROFILE_PREFIX}*"))
+        assert stale
+        sweep_stale_profiles()
+        assert not [d for d in stale if d.exists() and (d / OWNER_FILE).read_text() == str(proc.pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_close_leaves_no_process_behind():
+    before = set(chromium_processes())
+    env = SimEnv("reach_target")
+    env.reset(seed=0)
+    pgid = env.backend.browser.pgid
+    profile = Path(env.backend.browser.profile)
+    env.close()
+    assert not group_members(pgid) and not profile.exists()
+    assert not set(chromium_processes()) - before
+
+
+def test_server_refuses_foreign_websockets_and_serves_only_its_files():
+    import urllib.error
+    import urllib.request
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server = SimServer()
+    try:
+        with pytest.raises(InvalidStatus):
+            connect(f"ws://127.0.0.1:{server.port}/ws?token=wrong", open_timeout=5)
+        with urllib.request.urlopen(f"{server.base_url}/index.html", timeout=5) as r:
+            assert b"importmap" in r.read()
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{server.base_url}/../../pyproject.toml", timeout=5)
+        assert e.value.code == 404
+    finally:
+        server.close()

@@ -1,0 +1,67 @@
+"""Layout sampling of every task (the JS registry, run in Node): collision-free, inside the workspace,
+distractors never share the instruction's colours, seeds reproduce."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.sim.conftest import HAVE_NODE
+from vla_lab.sim.manifest import WEB_ROOT
+
+pytestmark = pytest.mark.skipif(not HAVE_NODE, reason="node is not installed")
+
+SCRIPT = """
+import { TASKS, validateRandomization } from "./src/tasks.js";
+import { Rng } from "./src/rng.js";
+import { ROBOT } from "./src/robot.js";
+const problems = [];
+let layouts = 0;
+for (const [name, task] of Object.entries(TASKS)) {
+  for (const knobs of [validateRandomization({ num_distractors: 4, yaw_range: Math.PI }), validateRandomization({ position_jitter: 0, shuffle_layout: false, num_distractors: 0 })]) {
+    for (let seed = 0; seed < 300; seed++) {
+      const a = task.sample(new Rng(seed), knobs), b = task.sample(new Rng(seed), knobs);
+      if (JSON.stringify(a) !== JSON.stringify(b)) problems.push(`${name}/${seed}: not reproducible`);
+      layouts++;
+      const items = a.objects.map((o) => ({ n: o.name, p: o.pos, r: Math.hypot(o.half[0], o.half[1]) }));
+      const f = a.fixtures;
+      if (f.container) items.push({ n: "container", p: f.container.pos, r: Math.SQRT2 * (f.container.inner_half + f.container.wall_thickness) });
+      if (f.zone) items.push({ n: "zone", p: f.zone.pos, r: f.zone.radius });
+      for (let i = 0; i < items.length; i++) {
+        const it = items[i];
+        if (Math.abs(it.p[0]) > ROBOT.workspace.x[1] || Math.abs(it.p[1]) > ROBOT.workspace.y[1]) problems.push(`${name}/${seed}: ${it.n} outside the workspace`);
+        for (let j = i + 1; j < items.length; j++) {
+          const o = items[j];
+          // Containers are squares: compare along the axes, not by their circumscribed circle.
+          const sq = (x) => x.n === "container" ? x.r / Math.SQRT2 : x.r;
+          const dx = Math.abs(it.p[0] - o.p[0]), dy = Math.abs(it.p[1] - o.p[1]);
+          const gap = Math.max(dx - sq(it) - sq(o), dy - sq(it) - sq(o), Math.hypot(dx, dy) - it.r - o.r);
+          if (gap < 0.005) problems.push(`${name}/${seed}: ${it.n} and ${o.n} overlap (gap ${gap.toFixed(4)})`);
+        }
+      }
+      const named = Object.values(a.vars);
+      for (const o of a.objects) if (o.role === "distractor" && named.includes(o.color)) problems.push(`${name}/${seed}: distractor shares colour ${o.color}`);
+    }
+  }
+}
+let bad = null;
+try { validateRandomization({ num_distractors: 2.5 }); } catch (e) { bad = e.message; }
+console.log(JSON.stringify({ layouts, problems: problems.slice(0, 20), count: problems.length, bad }));
+"""
+
+
+def test_layouts_are_collision_free_reproducible_and_unambiguous():
+    res = subprocess.run(
+        ["node", "--input-type=module", "-e", SCRIPT],
+        cwd=WEB_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["layouts"] == 6 * 2 * 300
+    assert out["count"] == 0, out["problems"]
+    assert "must be an integer" in out["bad"]

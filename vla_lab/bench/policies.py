@@ -1,0 +1,138 @@
+"""Policy benchmarks on the tiny configs: training throughput (bf16 autocast), model FLOPs
+utilisation against the measured matmul peak, and inference latency per action of the ``tokens``
+head versus the ``l1_chunk`` head at chunk 8."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+WARMUP, STEPS, BATCH, CHUNK = 2, 6, 8, 8
+
+
+def _matmul_peak(dtype: torch.dtype, n: int = 2048, iters: int = 6) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    return 2 * n**3 * iters / (time.perf_counter() - start)
+
+
+def _make(head: str, chunk: int):
+    from vla_lab.cli.hydra_app import compose
+    from vla_lab.policies.factory import make_policy
+
+    cfg = compose("model", ["model=openvla_tiny", f"model.action_head={head}", f"model.chunk_size={chunk}"])
+    return make_policy(cfg.model, corpus=["pick up the red block", "open the drawer"])
+
+
+def _batch(batch: int, chunk: int, size: int = 224) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "observation.images.agentview": torch.rand(batch, 3, size, size, generator=g),
+        "task": ["pick up the red block"] * batch,
+        "action": torch.rand(batch, chunk, 7, generator=g) * 2 - 1,
+        "action_is_pad": torch.zeros(batch, chunk, dtype=torch.bool),
+    }
+
+
+def _flops_per_sample(policy) -> float:
+    """6·params·tokens summed over the ViTs (their patches) and the LLM (its sequence)."""
+    m = policy.model
+    vb = m.vision_backbone
+    vits = [vb.featurizer, vb.fused_featurizer] if vb.use_fused_vision_backbone else [vb.featurizer]
+    flops = sum(6 * sum(p.numel() for p in v.blocks[:-1].parameters()) * 261 for v in vits)
+    llm_params = sum(p.numel() for n, p in m.language_model.named_parameters() if "embed_tokens" not in n)
+    return flops + 6 * llm_params * (1 + 256 + 20 + 7 * policy.config.chunk_size + 1)
+
+
+def train_throughput() -> dict:
+    torch.manual_seed(0)
+    policy = _make("tokens", 1).train()
+    batch = _batch(BATCH, 1)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-4)
+    for step in range(WARMUP + STEPS):
+        if step == WARMUP:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = policy(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    elapsed = time.perf_counter() - start
+    sps = STEPS * BATCH / elapsed
+    peak = _matmul_peak(torch.bfloat16)
+    achieved = sps * _flops_per_sample(policy)
+    return {
+        "samples_per_s": round(sps, 2),
+        "batch_size": BATCH,
+        "precision": "bf16 autocast",
+        "achieved_tflops": round(achieved / 1e12, 4),
+        "bf16_matmul_peak_tflops": round(peak / 1e12, 3),
+        "mfu": round(achieved / peak, 4),
+    }
+
+
+def latency_per_action(head: str, repeats: int = 3) -> dict:
+    torch.manual_seed(0)
+    policy = _make(head, CHUNK).eval()
+    obs = _batch(1, CHUNK)
+    policy.predict_action_chunk(obs)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        policy.predict_action_chunk(obs)
+    per_chunk = (time.perf_counter() - start) / repeats
+    return {"ms_per_chunk": round(1e3 * per_chunk, 2), "ms_per_action": round(1e3 * per_chunk / CHUNK, 2)}
+
+
+def smolvla_tiny() -> dict:
+    """Training samples/s (bf16 autocast, VLM frozen as by default) and latency of one 10-step chunk."""
+    from vla_lab.cli.hydra_app import compose
+    from vla_lab.policies.factory import make_policy
+
+    torch.manual_seed(0)
+    cfg = compose("model", ["model=smolvla_tiny"])
+    policy = make_policy(cfg.model, corpus=["pick up the red block"])
+    k = policy.config.chunk_size
+    batch = _batch(BATCH, k)
+    batch["observation.state"] = torch.rand(BATCH, 8) * 2 - 1
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4)
+    for step in range(WARMUP + STEPS):
+        if step == WARMUP:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, _ = policy(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    sps = STEPS * BATCH / (time.perf_counter() - start)
+    policy.eval()
+    obs = {key: v[:1] for key, v in batch.items()}
+    policy.predict_action_chunk(obs)
+    start = time.perf_counter()
+    policy.predict_action_chunk(obs)
+    per_chunk = time.perf_counter() - start
+    return {
+        "train_samples_per_s": round(sps, 2),
+        "batch_size": BATCH,
+        "chunk_size": k,
+        "ms_per_chunk": round(1e3 * per_chunk, 2),
+        "ms_per_action": round(1e3 * per_chunk / k, 2),
+    }
+
+
+def run(out_dir: Path) -> dict:
+    tokens, l1 = latency_per_action("tokens"), latency_per_action("l1_chunk")
+    return {
+        "openvla_tiny_train": train_throughput(),
+        "openvla_tiny_latency_chunk8": {
+            "tokens": tokens,
+            "l1_chunk": l1,
+            "l1_speedup_per_action": round(tokens["ms_per_action"] / l1["ms_per_action"], 2),
+        },
+        "smolvla_tiny": smolvla_tiny(),
+        "fp32_matmul_peak_tflops": round(_matmul_peak(torch.float32) / 1e12, 3),
+    }

@@ -1,0 +1,55 @@
+"""``vla-model model=<name> peft=<name> [overrides]``: plan a policy on the meta device, print JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from vla_lab.cli.hydra_app import register_all
+from vla_lab.config import CONF_DIR
+from vla_lab.policies.config import model_config_from, peft_spec_from
+
+
+def plan_from_cfg(cfg: DictConfig) -> dict[str, Any]:
+    config = model_config_from(cfg.model)
+    spec = peft_spec_from(cfg.peft)
+    planner = OmegaConf.to_object(cfg.planner)
+    if config.family == "openvla":
+        from vla_lab.policies.openvla.planning_openvla import plan_openvla
+
+        return plan_openvla(config, spec, planner)
+    if config.family == "smolvla":
+        from vla_lab.policies.smolvla.planning_smolvla import plan_smolvla
+
+        return plan_smolvla(config, spec, planner)
+    raise ValueError(f"unknown model family {config.family!r}")
+
+
+register_all()
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="model", version_base=None)
+def _main(cfg: DictConfig) -> None:
+    choices = hydra.core.hydra_config.HydraConfig.get().runtime.choices
+    result = {"model": choices.get("model"), "peft": choices.get("peft"), **plan_from_cfg(cfg)}
+    print(json.dumps(result, indent=2))
+
+
+def main() -> None:
+    # The planner writes nothing: keep Hydra from creating run directories and log files.
+    import sys
+
+    sys.argv += [
+        "hydra.run.dir=.",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
+    _main()
+
+
+if __name__ == "__main__":
+    main()

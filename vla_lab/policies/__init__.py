@@ -1,0 +1,1 @@
+"""Policies behind one contract (``vla_lab.policies.contract``): OpenVLA and SmolVLA."""

@@ -1,0 +1,149 @@
+"""OpenVLA pre/post-processing as explicit ordered steps, saved next to the weights.
+
+Steps: ``check_image`` (camera, size) → ``normalize_image`` (one mean/std per backbone, channels
+stacked to (B, 3·n, H, W)) → ``prompt`` (template, lowercased instruction, ``<s>`` first, the lone
+space token last, truncation) → ``action_bins`` → ``unnormalize`` (``norm_stats[unnorm_key]``).
+Evaluation rebuilds exactly these steps from ``processor_config.json``; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from vla_lab.policies.normalization import check_unnorm_key, normalizer_from_entry
+from vla_lab.policies.openvla.configuration_openvla import OpenVLAConfig
+from vla_lab.policies.text_tokenizer import load_tokenizer
+
+PROCESSOR_FILE = "processor_config.json"
+
+
+class OpenVLAProcessor:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        steps: list[dict[str, Any]],
+        norm_stats: dict[str, Any] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.steps = steps
+        self.norm_stats = dict(norm_stats or {})
+        by_name = {s["step"]: s for s in steps}
+        self._image = by_name["check_image"]
+        self._norm_image = by_name["normalize_image"]
+        self._prompt = by_name["prompt"]
+        self._mean = torch.tensor(self._norm_image["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
+        self._std = torch.tensor(self._norm_image["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: OpenVLAConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        norm_stats: dict[str, Any] | None = None,
+    ) -> OpenVLAProcessor:
+        # Upstream's action ids reuse the last 256 text ids; only ids past the embedding table are fatal.
+        if len(tokenizer) > config.text.vocab_size:
+            raise ValueError(
+                f"tokenizer has {len(tokenizer)} entries but the language model embeds only "
+                f"{config.text.vocab_size}"
+            )
+        steps = [
+            {"step": "check_image", "cameras": list(config.cameras[:1]), "size": config.image_size},
+            {
+                "step": "normalize_image",
+                "mean": [m for v in config.vision for m in v.mean],
+                "std": [s for v in config.vision for s in v.std],
+                "backbones": [v.timm_id for v in config.vision],
+            },
+            {
+                "step": "prompt",
+                "template": config.prompt_template,
+                "lowercase": True,
+                "bos_token_id": config.text.bos_token_id,
+                "space_token_id": config.space_token_id,
+                "max_prompt_tokens": config.max_prompt_tokens,
+            },
+            {
+                "step": "action_bins",
+                "n_bins": config.n_action_bins,
+                "vocab_size": config.vocab_size,
+                "chunk_size": config.chunk_size,
+                "action_dim": config.action_dim,
+                "head": config.action_head,
+            },
+            {"step": "unnormalize", "mode": "norm_stats[unnorm_key]"},
+        ]
+        return cls(tokenizer, steps, norm_stats)
+
+    # ---- pre-processing ----
+    def pixel_values(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] → (B, 3·n_backbones, H, W) normalized per backbone."""
+        n = self._mean.shape[1] // 3
+        stacked = image.float().repeat(1, n, 1, 1)
+        return (stacked - self._mean.to(image.device)) / self._std.to(image.device)
+
+    def prompt_ids(self, tasks: list[str]) -> list[list[int]]:
+        return [self._one_prompt(t) for t in tasks]
+
+    def _one_prompt(self, task: str) -> list[int]:
+        p = self._prompt
+        instruction = task.strip().lower() if p["lowercase"] else task.strip()
+        ids = self._encode(instruction)
+        limit = p["max_prompt_tokens"]
+        if len(ids) > limit:
+            warnings.warn(
+                f"instruction {task[:60]!r}… gives a {len(ids)}-token prompt, more than "
+                f"max_prompt_tokens={limit}: the instruction is truncated",
+                stacklevel=3,
+            )
+            words = instruction.split()
+            while len(ids) > limit and words:
+                words = words[:-1]
+                ids = self._encode(" ".join(words))
+            if len(ids) > limit:
+                raise ValueError(
+                    f"max_prompt_tokens={limit} is shorter than the prompt template alone ({len(ids)} tokens)"
+                )
+        return ids
+
+    def _encode(self, instruction: str) -> list[int]:
+        p = self._prompt
+        text = p["template"].format(instruction=instruction)
+        ids = [p["bos_token_id"], *self.tokenizer.encode(text, add_special_tokens=False)]
+        # Training saw the lone space token after "Out:"; add it unless the tokenizer already did.
+        if ids[-1] != p["space_token_id"]:
+            ids.append(p["space_token_id"])
+        return ids
+
+    # ---- post-processing ----
+    def unnormalize(self, actions: np.ndarray | torch.Tensor, unnorm_key: str | None = None):
+        key = check_unnorm_key(self.norm_stats, unnorm_key)
+        return normalizer_from_entry(self.norm_stats[key]).unnormalize_action(actions)
+
+    # ---- persistence ----
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(directory))
+        payload = {"processor_class": type(self).__name__, "steps": self.steps, "norm_stats": self.norm_stats}
+        (directory / PROCESSOR_FILE).write_text(json.dumps(payload, indent=2))
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, config: OpenVLAConfig, norm_stats: dict[str, Any] | None = None
+    ) -> OpenVLAProcessor:
+        directory = Path(directory)
+        tokenizer = load_tokenizer(directory)
+        path = directory / PROCESSOR_FILE
+        if not path.exists():
+            # Official checkpoints ship no processor steps: derive them from config.json.
+            return cls.from_config(config, tokenizer, norm_stats)
+        payload = json.loads(path.read_text())
+        return cls(tokenizer, payload["steps"], payload.get("norm_stats") or norm_stats)

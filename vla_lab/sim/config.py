@@ -1,0 +1,101 @@
+"""Typed Hydra schemas of the simulator (``conf/sim/``) and of ``vla-collect`` (``conf/collect.yaml``).
+
+Registered in Hydra's ConfigStore as ``sim/_schema`` and ``_collect_schema``; config files list them
+first in their defaults, so a wrong type or an unknown key fails at composition, naming the field.
+The randomization fields mirror the simulator's knobs (``vla_lab.sim.load_manifest()["randomization"]``);
+a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class RandomizationConfig:
+    """Domain randomization knobs; the defaults give canonical scenes (layout still seed-dependent)."""
+
+    position_jitter: float = 1.0
+    shuffle_layout: bool = True
+    yaw_range: float = 0.785
+    size_variation: float = 1.0
+    color_jitter: float = 0.0
+    num_distractors: int = 1
+    background_jitter: float = 0.0
+    table_color_jitter: float = 0.0
+    texture_shuffle: bool = False
+    light_intensity_jitter: float = 0.0
+    light_direction_jitter: float = 0.0
+    camera_position_jitter: float = 0.0
+    camera_rotation_jitter: float = 0.0
+    paraphrase: bool = True
+
+
+@dataclass
+class SimConfig:
+    cameras: list[str] = field(default_factory=lambda: ["agentview"])
+    image_size: int = 224
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
+    #: seconds to wait for one reply before the browser counts as hung
+    timeout: float = 10.0
+    #: seconds to wait for the browser and page to come up
+    startup_timeout: float = 20.0
+    #: Chromium executable; null = $VLA_LAB_CHROMIUM or /usr/lib/chromium/chromium
+    chromium: str | None = None
+
+
+@dataclass
+class ExpertConfig:
+    #: std of Gaussian noise added to the expert's motion dims (0-5), in action units
+    noise_std: float = 0.0
+    #: probability per step of replacing the expert's action with a random motion (gripper kept)
+    random_action_prob: float = 0.0
+
+
+@dataclass
+class CollectConfig:
+    sim: SimConfig = field(default_factory=SimConfig)
+    tasks: list[str] = field(default_factory=lambda: ["pick_block"])
+    environment: str = "studio"
+    episodes_per_task: int = 10
+    out: str = "outputs/demos/sim_demos.hdf5"
+    seed: int = 0
+    expert: ExpertConfig = field(default_factory=ExpertConfig)
+    #: also write failed episodes (flagged success=False)
+    keep_failures: bool = False
+    #: give up on a task after episodes_per_task * max_attempts_factor attempts
+    max_attempts_factor: float = 2.0
+    #: append to an existing file instead of replacing it
+    append: bool = False
+    progress: bool = True
+    #: the shared `paths` group (data and output roots)
+    paths: dict[str, Any] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="sim", name="_schema", node=SimConfig)
+    cs.store(name="_collect_schema", node=CollectConfig)
+
+
+def to_container(cfg: DictConfig | Any) -> Any:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def env_kwargs(sim: SimConfig | DictConfig | dict) -> dict[str, Any]:
+    """Keyword arguments for :class:`vla_lab.sim.SimEnv` from a ``sim`` config node."""
+    d = asdict(sim) if isinstance(sim, SimConfig) else to_container(sim)
+    return {
+        "cameras": tuple(d["cameras"]),
+        "image_size": int(d["image_size"]),
+        "randomization": dict(d["randomization"]),
+        "timeout": float(d["timeout"]),
+        "startup_timeout": float(d["startup_timeout"]),
+        "chromium": d.get("chromium"),
+    }

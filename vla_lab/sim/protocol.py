@@ -1,0 +1,115 @@
+"""Python end of the simulator wire protocol (see ``web/src/protocol.js`` and ``docs/simulator.md``).
+
+Every WebSocket message, both directions, is one binary frame: a little-endian ``uint32`` header length
+N, N bytes of UTF-8 JSON header, then the payload. Images travel as raw RGBA rows, bottom row first,
+described in the header by ``{name, offset, nbytes, height, width, channels, rows}``.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+from vla_lab.sim.errors import SimProtocolError, SimRequestError
+
+PROTOCOL_VERSION = 1
+MAX_HEADER_BYTES = 1 << 20
+_LEN = struct.Struct("<I")
+
+_REPLY_TYPES = frozenset({"hello", "obs", "batch", "pong", "closed", "error"})
+#: Messages a teleoperation page sends on its own initiative.
+TELEOP_TYPES = frozenset({"hello", "teleop_episode"})
+_PROPRIO = {"ee_pos": 3, "ee_ori": 3, "gripper_width": 1}
+
+
+def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    h = json.dumps({"v": PROTOCOL_VERSION, **header}, separators=(",", ":"), allow_nan=False).encode()
+    return _LEN.pack(len(h)) + h + payload
+
+
+def decode(data: bytes | str, allowed: frozenset[str] = _REPLY_TYPES) -> tuple[dict[str, Any], memoryview]:
+    if isinstance(data, str):
+        raise SimProtocolError("expected a binary frame, got a text frame")
+    if len(data) < 4:
+        raise SimProtocolError(f"frame of {len(data)} bytes is shorter than the 4-byte header length")
+    (n,) = _LEN.unpack_from(data, 0)
+    if n > MAX_HEADER_BYTES or 4 + n > len(data):
+        raise SimProtocolError(f"header length {n} does not fit in a frame of {len(data)} bytes")
+    try:
+        header = json.loads(bytes(data[4 : 4 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SimProtocolError(f"header is not valid UTF-8 JSON: {e}") from e
+    if not isinstance(header, dict):
+        raise SimProtocolError("header must be a JSON object")
+    if header.get("v") != PROTOCOL_VERSION:
+        raise SimProtocolError(
+            f"simulator speaks protocol version {header.get('v')!r}, this client speaks {PROTOCOL_VERSION}"
+        )
+    if header.get("type") not in allowed:
+        raise SimProtocolError(
+            f"unknown message type {header.get('type')!r}; expected one of {sorted(allowed)}"
+        )
+    return header, memoryview(data)[4 + n :]
+
+
+def check_reply(header: dict[str, Any], request_id: int, expected: str) -> None:
+    """Raises for error replies and for replies that do not answer the request."""
+    if header["type"] == "error":
+        raise SimRequestError(
+            str(header.get("message", "unspecified error")), str(header.get("code", "error"))
+        )
+    if header.get("id") != request_id:
+        raise SimProtocolError(f"reply id {header.get('id')!r} does not match request id {request_id}")
+    if header["type"] != expected:
+        raise SimProtocolError(f"expected a '{expected}' reply, got '{header['type']}'")
+
+
+def _num(x: Any, where: str) -> float:
+    if not isinstance(x, int | float) or isinstance(x, bool):
+        raise SimProtocolError(f"{where} must be a number, got {x!r}")
+    return float(x)
+
+
+def parse_obs(item: dict[str, Any], payload: memoryview) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Turns one per-env reply into (observation dict, result fields). Images become upright RGB."""
+    obs: dict[str, np.ndarray] = {}
+    images = item.get("images")
+    if not isinstance(images, list):
+        raise SimProtocolError("obs reply lacks an 'images' list")
+    for im in images:
+        try:
+            name, off, nbytes = str(im["name"]), int(im["offset"]), int(im["nbytes"])
+            h, w, c = int(im["height"]), int(im["width"]), int(im["channels"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise SimProtocolError(f"malformed image descriptor {im!r}: {e}") from e
+        if c != 4 or nbytes != h * w * 4 or off < 0 or off + nbytes > len(payload):
+            raise SimProtocolError(
+                f"image '{name}' ({h}x{w}x{c}, {nbytes} bytes at {off}) does not fit the {len(payload)}-byte payload"
+            )
+        rgba = np.frombuffer(payload, dtype=np.uint8, count=nbytes, offset=off).reshape(h, w, 4)
+        # readPixels returns the bottom row first; flip to row 0 = top and drop alpha.
+        obs[name] = np.ascontiguousarray(rgba[::-1, :, :3])
+    proprio = item.get("proprio")
+    if not isinstance(proprio, dict):
+        raise SimProtocolError("obs reply lacks 'proprio'")
+    for key, dim in _PROPRIO.items():
+        v = proprio.get(key)
+        if not isinstance(v, list) or len(v) != dim:
+            raise SimProtocolError(f"proprio.{key} must be a list of {dim} numbers, got {v!r}")
+        obs[key] = np.asarray([_num(x, f"proprio.{key}") for x in v], dtype=np.float32)
+    info = item.get("info")
+    if not isinstance(info, dict):
+        raise SimProtocolError("obs reply lacks 'info'")
+    for key in ("terminated", "truncated", "success"):
+        if not isinstance(item.get(key), bool):
+            raise SimProtocolError(f"obs reply field '{key}' must be a boolean, got {item.get(key)!r}")
+    result = {
+        "reward": _num(item.get("reward"), "reward"),
+        "terminated": item["terminated"],
+        "truncated": item["truncated"],
+        "info": info,
+    }
+    return obs, result
