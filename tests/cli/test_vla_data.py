@@ -76,11 +76,14 @@ def test_stats_on_a_libero_glob(libero_root):
     assert min(payload["action"]["min"][6:]) >= 0.0 and max(payload["action"]["max"][6:]) <= 1.0
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: None, "no such file"),
-    (lambda p: p.write_text("hello"), "not an HDF5 file"),
-    (lambda p: h5py.File(p, "w").close(), "foreign layout"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "no such file"),
+        (lambda p: p.write_text("hello"), "not an HDF5 file"),
+        (lambda p: h5py.File(p, "w").close(), "foreign layout"),
+    ],
+)
 def test_bad_paths_exit_with_a_clear_message(tmp_path, make, message):
     path = tmp_path / "x.hdf5"
     make(path)

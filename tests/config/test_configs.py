@@ -31,8 +31,11 @@ def _group_files() -> list[tuple[str, str]]:
 
 
 def _compose_and_resolve(root: str, overrides: list[str], tmp_path: Path):
-    cfg = compose(root, overrides + [f"paths.root_dir={tmp_path}"] if "paths" in _root_groups(root) else overrides,
-                  return_hydra_config=True)
+    cfg = compose(
+        root,
+        overrides + [f"paths.root_dir={tmp_path}"] if "paths" in _root_groups(root) else overrides,
+        return_hydra_config=True,
+    )
     with open_dict(cfg), read_write(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
     HydraConfig.instance().set_config(cfg)
@@ -59,14 +62,17 @@ def test_group_file_composes_in_a_root_that_uses_the_group(group, name, tmp_path
     _compose_and_resolve(roots[0], [f"{group}={name}"], tmp_path)
 
 
-@pytest.mark.parametrize("override, field", [
-    ("data.batch_size=eight", "data.batch_size"),
-    ("data.chunk_size=1.5", "data.chunk_size"),
-    ("augmentation.crop.enabled=maybe", "augmentation.crop.enabled"),
-    ("data.filter.min_length=[1]", "data.filter.min_length"),
-    ("data.bach_size=8", "data.bach_size"),
-    ("augmentation.colour_jitter.hue=0.1", "augmentation.colour_jitter"),
-])
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("data.batch_size=eight", "data.batch_size"),
+        ("data.chunk_size=1.5", "data.chunk_size"),
+        ("augmentation.crop.enabled=maybe", "augmentation.crop.enabled"),
+        ("data.filter.min_length=[1]", "data.filter.min_length"),
+        ("data.bach_size=8", "data.bach_size"),
+        ("augmentation.colour_jitter.hue=0.1", "augmentation.colour_jitter"),
+    ],
+)
 def test_bad_values_fail_at_compose_naming_the_field(override, field):
     with pytest.raises(ConfigCompositionException) as err:
         compose("train", [override])
@@ -83,7 +89,10 @@ def test_unknown_key_in_a_config_file_fails(tmp_path):
     conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)
     (conf / "data" / "typo.yaml").write_text("defaults:\n  - _demo_schema\n  - _self_\nbatchsize: 4\n")
-    with initialize_config_dir(str(conf), version_base="1.3"), pytest.raises(ConfigCompositionException) as err:
+    with (
+        initialize_config_dir(str(conf), version_base="1.3"),
+        pytest.raises(ConfigCompositionException) as err,
+    ):
         hydra_compose("train", ["data=typo"])
     assert "Key 'batchsize' not in 'DataConfig'" in str(err.value)
     assert "full_key: data.batchsize" in str(err.value)
@@ -92,8 +101,11 @@ def test_unknown_key_in_a_config_file_fails(tmp_path):
 def test_data_config_instantiates_with_the_top_level_augmentation(demo_file, tmp_path):
     from hydra.utils import instantiate
 
-    cfg = _compose_and_resolve("train", [f"data.sources=[{{path: {demo_file}}}]", "augmentation=strong",
-                                          "data.num_workers=0"], tmp_path)
+    cfg = _compose_and_resolve(
+        "train",
+        [f"data.sources=[{{path: {demo_file}}}]", "augmentation=strong", "data.num_workers=0"],
+        tmp_path,
+    )
     dm = instantiate(cfg.data)
     assert dm.cfg.augmentation.noise.enabled and dm.cfg.augmentation.crop.scale == [0.8, 1.0]
     assert dm.cfg.split_seed == cfg.seed

@@ -44,7 +44,7 @@ def test_chunks_pad_with_the_last_action_and_flag_it(demo_file):
     sample = ds[last]
     assert sample[keys.FRAME_INDEX] == last
     assert sample[keys.ACTION_IS_PAD].tolist() == [False, False, True, True, True]
-    np.testing.assert_allclose(sample[keys.ACTION][:2], raw[last:last + 2], atol=1e-6)
+    np.testing.assert_allclose(sample[keys.ACTION][:2], raw[last : last + 2], atol=1e-6)
     np.testing.assert_allclose(sample[keys.ACTION][2:], np.repeat(raw[-1:], 3, 0), atol=1e-6)
     first = ds[0]
     assert not first[keys.ACTION_IS_PAD].any()
@@ -82,8 +82,14 @@ def test_stats_come_from_training_episodes_only(demo_file):
 def test_mixture_weights_set_sampling_proportions(tmp_path):
     small = make_demo_file(tmp_path / "small.hdf5", num_demos=2, length=(10, 10), image_size=8, seed=2)
     big = make_demo_file(tmp_path / "big.hdf5", num_demos=8, length=(10, 10), image_size=8, seed=3)
-    dm = _dm(None, sources=[{"path": str(big), "weight": 1.0}, {"path": str(small), "weight": 3.0}],
-             val_fraction=0.0, samples_per_epoch=4000, batch_size=500, image_size=8)
+    dm = _dm(
+        None,
+        sources=[{"path": str(big), "weight": 1.0}, {"path": str(small), "weight": 3.0}],
+        val_fraction=0.0,
+        samples_per_epoch=4000,
+        batch_size=500,
+        image_size=8,
+    )
     seen = torch.cat([b[keys.SOURCE_INDEX] for b in dm.train_dataloader()])
     assert len(seen) == 4000
     share_small = (seen == 1).float().mean().item()
@@ -93,7 +99,9 @@ def test_mixture_weights_set_sampling_proportions(tmp_path):
 def test_glob_and_directory_sources(tmp_path):
     for i in range(3):
         make_demo_file(tmp_path / "many" / f"part{i}.hdf5", num_demos=2, image_size=8, seed=i)
-    by_glob = _dm(None, sources=[{"path": str(tmp_path / "many" / "part*.hdf5")}], val_fraction=0, image_size=8)
+    by_glob = _dm(
+        None, sources=[{"path": str(tmp_path / "many" / "part*.hdf5")}], val_fraction=0, image_size=8
+    )
     by_dir = _dm(None, sources=[{"path": str(tmp_path / "many")}], val_fraction=0, image_size=8)
     assert len(by_glob.train_set.episodes) == len(by_dir.train_set.episodes) == 6
 
@@ -113,7 +121,10 @@ def test_filter_report_and_empty_result(tmp_path):
     dm = _dm(path, filter={"min_length": 3, "min_motion_std": 1e-3}, image_size=8)
     assert dm.filter_report.reasons == {"not successful": 1, "barely moved (position std < 0.001)": 1}
     assert len(dm.filter_report.kept) == 3
-    with pytest.raises(EmptyDatasetError, match=r"no demos left after filtering: kept 0/5 demos \(dropped: 5 longer than 2 steps\)"):
+    with pytest.raises(
+        EmptyDatasetError,
+        match=r"no demos left after filtering: kept 0/5 demos \(dropped: 5 longer than 2 steps\)",
+    ):
         _dm(path, filter={"max_length": 2}, image_size=8)
 
 
@@ -159,16 +170,24 @@ def test_config_fields_are_typed_and_checked(demo_file):
 
 def test_mixture_of_different_action_spaces_is_refused(tmp_path):
     a = make_demo_file(tmp_path / "a.hdf5", num_demos=2, image_size=8)
-    b = make_demo_file(tmp_path / "b.hdf5", num_demos=2, image_size=8,
-                       action_space=ActionSpace(gripper_dims=[5]))
+    b = make_demo_file(
+        tmp_path / "b.hdf5", num_demos=2, image_size=8, action_space=ActionSpace(gripper_dims=[5])
+    )
     with pytest.raises(DataError, match="a mixture needs one action space"):
         _dm(None, sources=[{"path": str(a)}, {"path": str(b)}], image_size=8)
 
 
 def test_libero_datamodule_reads_both_variants(libero_root):
     for suite, _variant in (("libero_spatial", "raw"), ("libero_10", "no_noops")):
-        dm = LiberoDataModule(suite=suite, root=str(libero_root), num_workers=0, image_size=16,
-                              augmentation=NO_AUG, batch_size=2, chunk_size=2)
+        dm = LiberoDataModule(
+            suite=suite,
+            root=str(libero_root),
+            num_workers=0,
+            image_size=16,
+            augmentation=NO_AUG,
+            batch_size=2,
+            chunk_size=2,
+        )
         dm.setup()
         batch = next(iter(dm.train_dataloader()))
         assert batch[keys.STATE].shape == (2, 8)  # ee_states (6) + gripper_states (2)

@@ -39,7 +39,7 @@ def test_libero_gripper_maps_to_framework_convention(tmp_path):
         mapped = src.read_actions(f, "demo_0")[:, 6]
     assert set(np.unique(raw)) == {-1.0, 1.0}
     np.testing.assert_array_equal(mapped[raw == -1.0], 1.0)  # LIBERO open -> framework open (1)
-    np.testing.assert_array_equal(mapped[raw == 1.0], 0.0)   # LIBERO close -> framework closed (0)
+    np.testing.assert_array_equal(mapped[raw == 1.0], 0.0)  # LIBERO close -> framework closed (0)
 
 
 def test_libero_instruction_from_problem_info_and_from_file_name(libero_root):
@@ -49,9 +49,9 @@ def test_libero_instruction_from_problem_info_and_from_file_name(libero_root):
     assert raw.episodes[0].instruction == expected
     regen = DemoSource(suite_files(libero_root, "libero_10")[0])
     assert regen.episodes[0].instruction == "pick up the black bowl"
-    assert instruction_from_filename("LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_"
-                                     "in_the_basket_demo.hdf5") == (
-        "put both the alphabet soup and the tomato sauce in the basket")
+    assert instruction_from_filename(
+        "LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket_demo.hdf5"
+    ) == ("put both the alphabet soup and the tomato sauce in the basket")
 
 
 def test_suite_resolution(libero_root):
@@ -84,7 +84,9 @@ def test_foreign_layout(tmp_path):
     path = tmp_path / "other.hdf5"
     with h5py.File(path, "w") as f:
         f.create_group("episodes").create_dataset("act", data=np.zeros((3, 7)))
-    with pytest.raises(DataFormatError, match=r"foreign layout: no /data group \(top level: \['episodes'\]\)"):
+    with pytest.raises(
+        DataFormatError, match=r"foreign layout: no /data group \(top level: \['episodes'\]\)"
+    ):
         DemoSource(path)
     with h5py.File(path, "a") as f:
         f.create_group("data/demo_0").create_dataset("qpos", data=np.zeros(3))
@@ -139,7 +141,9 @@ def test_length_mismatch_and_nan_are_located(demo_file):
 def test_header_counts_are_checked(demo_file):
     _edit(demo_file, lambda f: f["data"].attrs.__setitem__("num_demos", 99))
     problems = validate_file(demo_file)
-    assert [(p.key, p.message) for p in problems] == [("data.attrs.num_demos", "says 99 but the file holds 6 demos")]
+    assert [(p.key, p.message) for p in problems] == [
+        ("data.attrs.num_demos", "says 99 but the file holds 6 demos")
+    ]
 
 
 def test_problem_lines_name_file_demo_and_key(demo_file):

@@ -73,7 +73,7 @@ def test_bounds_q99_matches_openvla_formula_and_inverts():
     y = norm.normalize_action(x)
     lo, hi = stats.array("q01"), stats.array("q99")
     ref = np.clip(2 * (x - lo) / (hi - lo + 1e-8) - 1, -1, 1)
-    ref[:, 2] = 0.0   # zero range -> 0
+    ref[:, 2] = 0.0  # zero range -> 0
     ref[:, 6] = x[:, 6]  # gripper unnormalized
     np.testing.assert_allclose(y, ref, atol=1e-6)
     inside = np.array([[0.5, 1.0, 2.0, 0.25, 0.9, 0.1, 0.0]], np.float32)

@@ -98,12 +98,17 @@ def test_bad_augmentation_fields():
     np.testing.assert_equal(_aug().crop.scale, [0.9, 0.9])
 
 
-@pytest.mark.parametrize("kw, reference", [
-    ({"brightness": 0.0, "contrast": (1.3, 1.3)}, lambda x: F.adjust_contrast(x, 1.3)),
-    ({"saturation": (0.6, 0.6)}, lambda x: F.adjust_saturation(x, 0.6)),
-    ({"contrast": (0.8, 0.8), "saturation": (1.2, 1.2)},
-     lambda x: F.adjust_saturation(F.adjust_contrast(x, 0.8), 1.2)),
-])
+@pytest.mark.parametrize(
+    "kw, reference",
+    [
+        ({"brightness": 0.0, "contrast": (1.3, 1.3)}, lambda x: F.adjust_contrast(x, 1.3)),
+        ({"saturation": (0.6, 0.6)}, lambda x: F.adjust_saturation(x, 0.6)),
+        (
+            {"contrast": (0.8, 0.8), "saturation": (1.2, 1.2)},
+            lambda x: F.adjust_saturation(F.adjust_contrast(x, 0.8), 1.2),
+        ),
+    ],
+)
 def test_linear_jitter_equals_torchvision_for_brightness_contrast_saturation(kw, reference):
     from vla_lab.data.transforms import LinearColorJitter
 

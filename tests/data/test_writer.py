@@ -15,14 +15,22 @@ from vla_lab.data.writer import DemoWriter
 
 def _episode(t=5, a=7, size=8, seed=0):
     rng = np.random.default_rng(seed)
-    return dict(actions=rng.normal(size=(t, a)).astype(np.float32),
-                images={"agentview": rng.integers(0, 255, (t, size, size, 3), dtype=np.uint8)},
-                proprio={"ee_pos": rng.normal(size=(t, 3))}, instruction="reach the target", success=True,
-                task="reach", environment="studio", seed=seed)
+    return dict(
+        actions=rng.normal(size=(t, a)).astype(np.float32),
+        images={"agentview": rng.integers(0, 255, (t, size, size, 3), dtype=np.uint8)},
+        proprio={"ee_pos": rng.normal(size=(t, 3))},
+        instruction="reach the target",
+        success=True,
+        task="reach",
+        environment="studio",
+        seed=seed,
+    )
 
 
 def _writer(path, mode="w"):
-    return DemoWriter(path, mode, env_name="tabletop", robot="ee", cameras=["agentview"], proprio_keys=["ee_pos"])
+    return DemoWriter(
+        path, mode, env_name="tabletop", robot="ee", cameras=["agentview"], proprio_keys=["ee_pos"]
+    )
 
 
 def test_round_trip_layout_and_metadata(tmp_path):
@@ -33,7 +41,11 @@ def test_round_trip_layout_and_metadata(tmp_path):
         assert w.add_episode(**_episode(t=3, seed=1)) == "demo_1"
     with h5py.File(path) as f:
         data = f["data"]
-        assert data.attrs["format"] == fmt.FORMAT_NAME and data.attrs["num_demos"] == 2 and data.attrs["total"] == 8
+        assert (
+            data.attrs["format"] == fmt.FORMAT_NAME
+            and data.attrs["num_demos"] == 2
+            and data.attrs["total"] == 8
+        )
         assert fmt.ActionSpace.from_json(data.attrs["action_space"]).gripper_dims == [6]
         demo = data["demo_0"]
         np.testing.assert_array_equal(demo["actions"][:], ep["actions"])
@@ -92,13 +104,16 @@ def test_fresh_file_is_absent_until_close(tmp_path):
     assert path.exists()
 
 
-@pytest.mark.parametrize("change, key", [
-    (lambda e: e.update(actions=e["actions"][:, :5]), "actions"),
-    (lambda e: e["actions"].__setitem__((2, 1), np.nan), "actions"),
-    (lambda e: e["images"].__setitem__("agentview", e["images"]["agentview"][:3]), "obs/agentview_rgb"),
-    (lambda e: e["proprio"].__setitem__("ee_pos", e["proprio"]["ee_pos"][:2]), "obs/ee_pos"),
-    (lambda e: e.update(images={}), "obs"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda e: e.update(actions=e["actions"][:, :5]), "actions"),
+        (lambda e: e["actions"].__setitem__((2, 1), np.nan), "actions"),
+        (lambda e: e["images"].__setitem__("agentview", e["images"]["agentview"][:3]), "obs/agentview_rgb"),
+        (lambda e: e["proprio"].__setitem__("ee_pos", e["proprio"]["ee_pos"][:2]), "obs/ee_pos"),
+        (lambda e: e.update(images={}), "obs"),
+    ],
+)
 def test_bad_episode_is_rejected_naming_the_key(tmp_path, change, key):
     ep = _episode()
     change(ep)

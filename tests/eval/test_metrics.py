@@ -5,12 +5,15 @@ import pytest
 from vla_lab.eval.metrics import EpisodeResult, format_table, overall, summarize, wilson_interval
 
 
-@pytest.mark.parametrize("k, n, lo, hi", [
-    (0, 20, 0.0, 0.1611),     # reference values of the Wilson score interval (z = 1.96)
-    (20, 20, 0.8389, 1.0),
-    (10, 20, 0.2993, 0.7007),
-    (18, 20, 0.6990, 0.9721),
-])
+@pytest.mark.parametrize(
+    "k, n, lo, hi",
+    [
+        (0, 20, 0.0, 0.1611),  # reference values of the Wilson score interval (z = 1.96)
+        (20, 20, 0.8389, 1.0),
+        (10, 20, 0.2993, 0.7007),
+        (18, 20, 0.6990, 0.9721),
+    ],
+)
 def test_wilson_interval_reference_values(k, n, lo, hi):
     got = wilson_interval(k, n)
     assert got == pytest.approx((lo, hi), abs=1e-4)

@@ -52,8 +52,13 @@ def test_expert_succeeds_and_idle_actor_times_out(env):
 
 def test_recording_and_safety_interventions(env):
     safety = SafetyWrapper(SafetyConfig(enabled=True, max_delta=0.3))
-    results = run_episodes(env, ExpertActor(), episode_plan(["reach_target"], ["studio"], 1, seed=1),
-                           safety=safety, record_first=1)
+    results = run_episodes(
+        env,
+        ExpertActor(),
+        episode_plan(["reach_target"], ["studio"], 1, seed=1),
+        safety=safety,
+        record_first=1,
+    )
     assert results[0].frames and results[0].frames[0].shape == (64, 64, 3)
     assert results[0].interventions > 0  # the expert moves at full speed; the wrapper slowed it down
 

@@ -15,8 +15,16 @@ from vla_lab.training.train import train
 
 
 def _cfg(tmp_path, data_file, *overrides, run_name="run"):
-    cfg = compose("train", [f"data.sources=[{{path: {data_file}}}]", f"paths.root_dir={tmp_path}",
-                            f"run_name={run_name}", *overrides], return_hydra_config=True)
+    cfg = compose(
+        "train",
+        [
+            f"data.sources=[{{path: {data_file}}}]",
+            f"paths.root_dir={tmp_path}",
+            f"run_name={run_name}",
+            *overrides,
+        ],
+        return_hydra_config=True,
+    )
     out = tmp_path / "outputs" / "train" / run_name
     with open_dict(cfg), read_write(cfg):
         cfg.hydra.runtime.output_dir = str(out)
@@ -28,8 +36,9 @@ def _cfg(tmp_path, data_file, *overrides, run_name="run"):
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    return make_demo_file(tmp_path_factory.mktemp("data") / "demos.hdf5", num_demos=6, length=(6, 10),
-                          image_size=64, seed=0)
+    return make_demo_file(
+        tmp_path_factory.mktemp("data") / "demos.hdf5", num_demos=6, length=(6, 10), image_size=64, seed=0
+    )
 
 
 def test_fast_dev_run_writes_the_run_directory(tmp_path, data_file):
@@ -89,8 +98,16 @@ def test_checkpoint_evaluates_standalone(tmp_path, data_file):
 
     cfg, run = _cfg(tmp_path, data_file, "debug=fast")
     train(cfg)
-    ecfg = compose("eval", [f"checkpoint={run / 'final'}", "eval.episodes_per_task=2", "eval.max_steps=5",
-                            "eval.render_size=64"], return_hydra_config=True)
+    ecfg = compose(
+        "eval",
+        [
+            f"checkpoint={run / 'final'}",
+            "eval.episodes_per_task=2",
+            "eval.max_steps=5",
+            "eval.render_size=64",
+        ],
+        return_hydra_config=True,
+    )
     with open_dict(ecfg), read_write(ecfg):
         ecfg.hydra.runtime.output_dir = str(tmp_path / "eval_out")
     HydraConfig.instance().set_config(ecfg)
@@ -107,10 +124,22 @@ def test_checkpoint_evaluates_standalone(tmp_path, data_file):
 def test_tiny_train_closed_loop_eval_and_wandb_offline(tmp_path, data_file, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg, run = _cfg(tmp_path, data_file, "logger=wandb", "logger.wandb.mode=offline", "trainer.max_epochs=1",
-                    "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2", "data.num_workers=0",
-                    "data.batch_size=4", "eval.episodes_per_task=2", "eval.max_steps=6", "eval.render_size=64",
-                    "callbacks.progress_bar=false", "trainer.precision=bf16-mixed")
+    cfg, run = _cfg(
+        tmp_path,
+        data_file,
+        "logger=wandb",
+        "logger.wandb.mode=offline",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=4",
+        "+trainer.limit_val_batches=2",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "eval.episodes_per_task=2",
+        "eval.max_steps=6",
+        "eval.render_size=64",
+        "callbacks.progress_bar=false",
+        "trainer.precision=bf16-mixed",
+    )
     train(cfg)
     rows = (run / "eval_log.csv").read_text().splitlines()
     assert rows[0].startswith("step,task,environment,episodes,successes,success_rate,ci_low,ci_high")

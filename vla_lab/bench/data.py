@@ -15,15 +15,30 @@ def _dataset(cache: Path, num_demos: int, length: int, size: int) -> Path:
     return path
 
 
-def measure(path: Path, *, num_workers: int, batch_size: int, warmup: int, batches: int,
-            augmentation: str = "default", chunk_size: int = 1) -> dict:
+def measure(
+    path: Path,
+    *,
+    num_workers: int,
+    batch_size: int,
+    warmup: int,
+    batches: int,
+    augmentation: str = "default",
+    chunk_size: int = 1,
+) -> dict:
     from vla_lab.cli.hydra_app import compose
     from vla_lab.data.datamodule import DemoDataModule
 
     aug = compose("train", [f"augmentation={augmentation}"]).augmentation
-    dm = DemoDataModule(sources=[{"path": str(path)}], image_size=224, num_workers=num_workers,
-                        batch_size=batch_size, val_fraction=0.0, samples_per_epoch=batch_size * (warmup + batches),
-                        augmentation=aug, chunk_size=chunk_size)
+    dm = DemoDataModule(
+        sources=[{"path": str(path)}],
+        image_size=224,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        val_fraction=0.0,
+        samples_per_epoch=batch_size * (warmup + batches),
+        augmentation=aug,
+        chunk_size=chunk_size,
+    )
     dm.setup()
     it = iter(dm.train_dataloader())
     for _ in range(warmup):
@@ -33,8 +48,13 @@ def measure(path: Path, *, num_workers: int, batch_size: int, warmup: int, batch
         next(it)
     elapsed = time.perf_counter() - start
     dm.teardown()
-    return {"samples_per_s": round(batches * batch_size / elapsed, 1), "num_workers": num_workers,
-            "batch_size": batch_size, "augmentation": augmentation, "batches": batches}
+    return {
+        "samples_per_s": round(batches * batch_size / elapsed, 1),
+        "num_workers": num_workers,
+        "batch_size": batch_size,
+        "augmentation": augmentation,
+        "batches": batches,
+    }
 
 
 def run(out_dir: Path) -> dict:
@@ -44,10 +64,17 @@ def run(out_dir: Path) -> dict:
     path = _dataset(cache, num_demos=50, length=60, size=224)
     gen_s = time.perf_counter() - t0
     results = {
-        "dataset": {"demos": 50, "steps_per_demo": 60, "image": [224, 224, 3], "file_mb": round(path.stat().st_size / 2**20),
-                    "generate_s": round(gen_s, 1)},
+        "dataset": {
+            "demos": 50,
+            "steps_per_demo": 60,
+            "image": [224, 224, 3],
+            "file_mb": round(path.stat().st_size / 2**20),
+            "generate_s": round(gen_s, 1),
+        },
         "default_aug_2_workers": measure(path, num_workers=2, batch_size=32, warmup=5, batches=40),
-        "no_aug_2_workers": measure(path, num_workers=2, batch_size=32, warmup=5, batches=40, augmentation="none"),
+        "no_aug_2_workers": measure(
+            path, num_workers=2, batch_size=32, warmup=5, batches=40, augmentation="none"
+        ),
         "default_aug_0_workers": measure(path, num_workers=0, batch_size=32, warmup=2, batches=10),
     }
     results["target_samples_per_s"] = 400

@@ -35,22 +35,33 @@ def cmd_inspect(args) -> int:
                 proprio = {}
         eps = src.episodes
         info = {
-            "file": src.path, "format": src.format, "demos": len(eps), "steps": sum(e.length for e in eps),
-            "successes": sum(e.success for e in eps), "cameras": {k: list(v) for k, v in shapes.items()},
-            "proprio": proprio, "action_dim": src.action_space.dim,
+            "file": src.path,
+            "format": src.format,
+            "demos": len(eps),
+            "steps": sum(e.length for e in eps),
+            "successes": sum(e.success for e in eps),
+            "cameras": {k: list(v) for k, v in shapes.items()},
+            "proprio": proprio,
+            "action_dim": src.action_space.dim,
             "instructions": sorted({e.instruction for e in eps}),
         }
         summary.append(info)
         if args.json:
             continue
-        console.print(f"[bold]{src.path}[/bold]  format={src.format}  demos={info['demos']}  "
-                      f"steps={info['steps']}  successes={info['successes']}/{info['demos']}")
-        console.print(f"  cameras: {', '.join(f'{k} {v}' for k, v in shapes.items()) or '-'}   "
-                      f"proprio: {', '.join(f'{k}({d})' for k, d in proprio.items()) or '-'}   "
-                      f"actions: {src.action_space.dim}-D {src.action_space.names}")
+        console.print(
+            f"[bold]{src.path}[/bold]  format={src.format}  demos={info['demos']}  "
+            f"steps={info['steps']}  successes={info['successes']}/{info['demos']}"
+        )
+        console.print(
+            f"  cameras: {', '.join(f'{k} {v}' for k, v in shapes.items()) or '-'}   "
+            f"proprio: {', '.join(f'{k}({d})' for k, d in proprio.items()) or '-'}   "
+            f"actions: {src.action_space.dim}-D {src.action_space.names}"
+        )
         table = Table("demo", "steps", "success", "task", "env", "instruction", box=None, pad_edge=False)
         for e in eps[: args.max_rows]:
-            table.add_row(e.demo, str(e.length), "yes" if e.success else "no", e.task, e.environment, e.instruction)
+            table.add_row(
+                e.demo, str(e.length), "yes" if e.success else "no", e.task, e.environment, e.instruction
+            )
         console.print(table)
         if len(eps) > args.max_rows:
             console.print(f"  ... {len(eps) - args.max_rows} more demos")
@@ -58,8 +69,9 @@ def cmd_inspect(args) -> int:
         print(json.dumps(summary, indent=1))
     else:
         total = sum(s["demos"] for s in summary)
-        console.print(f"[bold]{len(summary)} file(s), {total} demos, "
-                      f"{sum(s['steps'] for s in summary)} steps[/bold]")
+        console.print(
+            f"[bold]{len(summary)} file(s), {total} demos, {sum(s['steps'] for s in summary)} steps[/bold]"
+        )
     return 0
 
 
@@ -106,8 +118,9 @@ def cmd_stats(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vla-data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vla-data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inspect", help="table of demos, steps, instructions, cameras, format")
     p.add_argument("path")

@@ -31,8 +31,9 @@ def run(stage: str, module: str, *args: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vla-demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="vla-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--source-episodes", type=int, default=100, help="demos per task in environment A")
     parser.add_argument("--target-episodes", type=int, default=30, help="demos per task in environment B")
@@ -48,24 +49,60 @@ def main(argv: list[str] | None = None) -> int:
     tasks = "[" + ",".join(TASKS) + "]"
     common = [f"paths.log_dir={out.parent}", "task_name=" + out.name, "callbacks.progress_bar=false"]
 
-    run("1a. demonstrations in A", "vla_lab.cli.collect", f"tasks={tasks}", f"environment={SOURCE_ENV}",
-        f"episodes_per_task={args.source_episodes}", f"out={source_file}", "seed=0", "progress=false")
-    run("1b. demonstrations in B", "vla_lab.cli.collect", f"tasks={tasks}", f"environment={TARGET_ENV}",
-        f"episodes_per_task={args.target_episodes}", f"out={target_file}", "seed=1", "progress=false")
+    run(
+        "1a. demonstrations in A",
+        "vla_lab.cli.collect",
+        f"tasks={tasks}",
+        f"environment={SOURCE_ENV}",
+        f"episodes_per_task={args.source_episodes}",
+        f"out={source_file}",
+        "seed=0",
+        "progress=false",
+    )
+    run(
+        "1b. demonstrations in B",
+        "vla_lab.cli.collect",
+        f"tasks={tasks}",
+        f"environment={TARGET_ENV}",
+        f"episodes_per_task={args.target_episodes}",
+        f"out={target_file}",
+        "seed=1",
+        "progress=false",
+    )
 
     base_run = out / f"pretrain_{SOURCE_ENV}_{stamp}"
-    run("2. pretrain the base on A", "vla_lab.cli.train", "experiment=demo_pretrain", f"run_name={base_run.name}",
-        f"data.sources=[{{path: '{source_file}'}}]", f"trainer.max_epochs={args.pretrain_epochs}", *common)
+    run(
+        "2. pretrain the base on A",
+        "vla_lab.cli.train",
+        "experiment=demo_pretrain",
+        f"run_name={base_run.name}",
+        f"data.sources=[{{path: '{source_file}'}}]",
+        f"trainer.max_epochs={args.pretrain_epochs}",
+        *common,
+    )
     ft_run = out / f"finetune_{TARGET_ENV}_{stamp}"
-    run("3. LoRA fine-tune on B", "vla_lab.cli.train", "experiment=demo_finetune", f"run_name={ft_run.name}",
-        f"model.pretrained={base_run / 'best'}", f"data.sources=[{{path: '{target_file}'}}]",
-        f"trainer.max_epochs={args.finetune_epochs}", *common)
+    run(
+        "3. LoRA fine-tune on B",
+        "vla_lab.cli.train",
+        "experiment=demo_finetune",
+        f"run_name={ft_run.name}",
+        f"model.pretrained={base_run / 'best'}",
+        f"data.sources=[{{path: '{target_file}'}}]",
+        f"trainer.max_epochs={args.finetune_epochs}",
+        *common,
+    )
 
     evals = {}
     for name, ckpt in (("zero_shot", base_run / "best"), ("fine_tuned", ft_run / "best")):
         eval_dir = out / f"eval_{name}_{stamp}"
-        run(f"4. closed-loop evaluation: {name.replace('_', ' ')}", "vla_lab.cli.eval", f"checkpoint={ckpt}",
-            "eval=demo_target", f"eval.episodes_per_task={args.eval_episodes}", f"hydra.run.dir={eval_dir}")
+        run(
+            f"4. closed-loop evaluation: {name.replace('_', ' ')}",
+            "vla_lab.cli.eval",
+            f"checkpoint={ckpt}",
+            "eval=demo_target",
+            f"eval.episodes_per_task={args.eval_episodes}",
+            f"hydra.run.dir={eval_dir}",
+        )
         evals[name] = json.loads((eval_dir / "eval_results.json").read_text())
 
     results = table(evals, args.eval_episodes)
@@ -78,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(evals: dict[str, dict], episodes: int) -> dict:
     rates = {name: {t["task"]: t["success_rate"] for t in ev["tasks"]} for name, ev in evals.items()}
-    counts = {name: {t["task"]: (t["successes"], t["episodes"]) for t in ev["tasks"]} for name, ev in evals.items()}
+    counts = {
+        name: {t["task"]: (t["successes"], t["episodes"]) for t in ev["tasks"]} for name, ev in evals.items()
+    }
     print(f"\n=== 5. closed-loop success in {TARGET_ENV} ({episodes} episodes per task, 95% Wilson CI) ===")
     print(f"| task | zero-shot (base from {SOURCE_ENV}) | fine-tuned (LoRA on {TARGET_ENV}) |\n|---|---|---|")
     for task in rates["fine_tuned"]:
@@ -90,8 +129,12 @@ def table(evals: dict[str, dict], episodes: int) -> dict:
         print(f"| {task} | {cells[0]} | {cells[1]} |")
     avg = {name: sum(r.values()) / max(len(r), 1) for name, r in rates.items()}
     print(f"| **average** | {avg['zero_shot']:.0%} | {avg['fine_tuned']:.0%} |")
-    return {"episodes_per_task": episodes, "zero_shot": rates["zero_shot"], "fine_tuned": rates["fine_tuned"],
-            "average": avg}
+    return {
+        "episodes_per_task": episodes,
+        "zero_shot": rates["zero_shot"],
+        "fine_tuned": rates["fine_tuned"],
+        "average": avg,
+    }
 
 
 if __name__ == "__main__":

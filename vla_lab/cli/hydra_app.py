@@ -33,7 +33,9 @@ def register_all() -> None:
     register_training()
 
 
-def compose(config_name: str, overrides: Sequence[str] = (), *, return_hydra_config: bool = False) -> DictConfig:
+def compose(
+    config_name: str, overrides: Sequence[str] = (), *, return_hydra_config: bool = False
+) -> DictConfig:
     """Compose a root config the way the console scripts do (for tests, notebooks and tools)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir

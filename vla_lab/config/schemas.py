@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_lab.config.errors import ConfigError
 
-
 #: see vla_lab.data.normalize
 NORMALIZATION_MODES = ("bounds_q99", "bounds", "mean_std", "identity")
 
@@ -35,10 +34,16 @@ class CropConfig:
     ratio: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
     def __post_init__(self):
-        _check(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, "augmentation.crop.scale",
-               f"must be [lo, hi] with 0 < lo <= hi <= 1, got {self.scale}")
-        _check(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], "augmentation.crop.ratio",
-               f"must be [lo, hi] with 0 < lo <= hi, got {self.ratio}")
+        _check(
+            len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1,
+            "augmentation.crop.scale",
+            f"must be [lo, hi] with 0 < lo <= hi <= 1, got {self.scale}",
+        )
+        _check(
+            len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1],
+            "augmentation.crop.ratio",
+            f"must be [lo, hi] with 0 < lo <= hi, got {self.ratio}",
+        )
 
 
 @dataclass
@@ -53,8 +58,11 @@ class ColorJitterConfig:
     impl: str = "linear"
 
     def __post_init__(self):
-        _check(self.impl in ("linear", "torchvision"), "augmentation.color_jitter.impl",
-               f"must be linear or torchvision, got {self.impl!r}")
+        _check(
+            self.impl in ("linear", "torchvision"),
+            "augmentation.color_jitter.impl",
+            f"must be linear or torchvision, got {self.impl!r}",
+        )
         _check(0 <= self.hue <= 0.5, "augmentation.color_jitter.hue", f"must be in [0, 0.5], got {self.hue}")
         _check(self.brightness >= 0, "augmentation.color_jitter.brightness", "must be >= 0")
 
@@ -114,8 +122,11 @@ class SourceConfig:
 
     def __post_init__(self):
         _check(self.weight > 0, "data.sources.weight", f"must be > 0, got {self.weight} for {self.path}")
-        _check(self.format in ("auto", "vla_lab", "libero", "libero_no_noops"), "data.sources.format",
-               f"unknown format {self.format!r}")
+        _check(
+            self.format in ("auto", "vla_lab", "libero", "libero_no_noops"),
+            "data.sources.format",
+            f"unknown format {self.format!r}",
+        )
 
 
 @dataclass
@@ -166,8 +177,11 @@ class DataConfig:
         _check(bool(self.cameras), "data.cameras", "needs at least one camera")
         for name in ("normalization", "state_normalization"):
             mode = getattr(self, name)
-            _check(mode in NORMALIZATION_MODES or (mode is None and name == "state_normalization"),
-                   f"data.{name}", f"{mode!r} not in {NORMALIZATION_MODES}")
+            _check(
+                mode in NORMALIZATION_MODES or (mode is None and name == "state_normalization"),
+                f"data.{name}",
+                f"{mode!r} not in {NORMALIZATION_MODES}",
+            )
 
 
 @dataclass
@@ -183,7 +197,9 @@ class LiberoDataConfig(DataConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check(self.variant in ("auto", "raw", "no_noops"), "data.variant", f"unknown variant {self.variant!r}")
+        _check(
+            self.variant in ("auto", "raw", "no_noops"), "data.variant", f"unknown variant {self.variant!r}"
+        )
 
 
 def to_schema(schema: type, cfg: Any, *, where: str = "data"):

@@ -8,8 +8,17 @@ from vla_lab.data.format import ActionSpace
 from vla_lab.data.reader import DemoSource, EpisodeRef
 from vla_lab.data.writer import DemoWriter
 
-__all__ = ["ActionSpace", "DataError", "DataFormatError", "DemoDataModule", "DemoSource", "DemoWriter",
-           "EmptyDatasetError", "EpisodeRef", "LiberoDataModule"]
+__all__ = [
+    "ActionSpace",
+    "DataError",
+    "DataFormatError",
+    "DemoDataModule",
+    "DemoSource",
+    "DemoWriter",
+    "EmptyDatasetError",
+    "EpisodeRef",
+    "LiberoDataModule",
+]
 
 
 def __getattr__(name: str):

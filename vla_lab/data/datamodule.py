@@ -70,8 +70,10 @@ class DemoDataModule(L.LightningDataModule):
                 problems = validate_source(src, deep=self.cfg.deep_validation)
                 if problems:
                     more = f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""
-                    raise DataError("invalid demonstration file:\n  " +
-                                    "\n  ".join(map(str, problems[:5])) + more, file=str(path))
+                    raise DataError(
+                        "invalid demonstration file:\n  " + "\n  ".join(map(str, problems[:5])) + more,
+                        file=str(path),
+                    )
                 self.sources[src.path] = src
                 episodes += src.episodes
                 source_ids += [sid] * len(src.episodes)
@@ -83,8 +85,14 @@ class DemoDataModule(L.LightningDataModule):
             return
         episodes, source_ids, self.source_weights = self._open_sources()
         fc = self.cfg.filter
-        report = filter_episodes(self.sources, episodes, min_length=fc.min_length, max_length=fc.max_length,
-                                 require_success=fc.require_success, min_motion_std=fc.min_motion_std)
+        report = filter_episodes(
+            self.sources,
+            episodes,
+            min_length=fc.min_length,
+            max_length=fc.max_length,
+            require_success=fc.require_success,
+            min_motion_std=fc.min_motion_std,
+        )
         self.filter_report = report
         log.info("quality filter: %s", report.summary())
         if not report.kept:
@@ -97,34 +105,47 @@ class DemoDataModule(L.LightningDataModule):
         train_idx, val_idx = split_episodes(len(pairs), self.cfg.val_fraction, self.cfg.split_seed)
         train = [pairs[i] for i in train_idx]
         val = [pairs[i] for i in val_idx]
-        self.stats = load_or_compute_stats(self.sources, [e for e, _ in train], self.proprio_keys,
-                                           use_cache=self.cfg.stats_cache)
-        self.normalizer = Normalizer.from_dataset_stats(self.stats, self.cfg.normalization,
-                                                        self.action_space.gripper_dims, self.cfg.state_normalization)
+        self.stats = load_or_compute_stats(
+            self.sources, [e for e, _ in train], self.proprio_keys, use_cache=self.cfg.stats_cache
+        )
+        self.normalizer = Normalizer.from_dataset_stats(
+            self.stats, self.cfg.normalization, self.action_space.gripper_dims, self.cfg.state_normalization
+        )
         aug = self.cfg.augmentation
         geometric = GeometricAugment(aug, self.action_space)
         if (aug.flip.enabled or aug.rotate.enabled) and not geometric.active:
-            log.warning("flip/rotate augmentation disabled: the dataset's action space declares no "
-                        "mirror_negate/planar_dims, so the image change would contradict the actions")
+            log.warning(
+                "flip/rotate augmentation disabled: the dataset's action space declares no "
+                "mirror_negate/planar_dims, so the image change would contradict the actions"
+            )
         self.train_set = self._dataset(train, train=True, geometric=geometric)
         self.val_set = self._dataset(val, train=False, offset=len(train)) if val else None
 
     def _dataset(self, pairs, *, train: bool, geometric=None, offset: int = 0) -> DemoDataset:
-        return DemoDataset(self.sources, [e for e, _ in pairs], cameras=self.cfg.cameras,
-                           proprio_keys=self.proprio_keys, chunk_size=self.cfg.chunk_size,
-                           normalizer=self.normalizer,
-                           image_transform=build_image_transform(self.cfg.augmentation, self.cfg.image_size,
-                                                                 train=train),
-                           geometric=geometric if train else None,
-                           source_ids=[s for _, s in pairs], episode_offset=offset)
+        return DemoDataset(
+            self.sources,
+            [e for e, _ in pairs],
+            cameras=self.cfg.cameras,
+            proprio_keys=self.proprio_keys,
+            chunk_size=self.cfg.chunk_size,
+            normalizer=self.normalizer,
+            image_transform=build_image_transform(self.cfg.augmentation, self.cfg.image_size, train=train),
+            geometric=geometric if train else None,
+            source_ids=[s for _, s in pairs],
+            episode_offset=offset,
+        )
 
     def _common_action_space(self) -> ActionSpace:
         spaces = {s.path: s.action_space for s in self.sources.values()}
         first_path, first = next(iter(spaces.items()))
         for path, space in spaces.items():
             if space.names != first.names or space.gripper_dims != first.gripper_dims:
-                raise DataError(f"action space {space.names} differs from {first.names} in {first_path}; "
-                                "a mixture needs one action space", file=path, key="data.attrs.action_space")
+                raise DataError(
+                    f"action space {space.names} differs from {first.names} in {first_path}; "
+                    "a mixture needs one action space",
+                    file=path,
+                    key="data.attrs.action_space",
+                )
         return first
 
     def _resolve_proprio_keys(self) -> list[str]:
@@ -132,17 +153,25 @@ class DemoDataModule(L.LightningDataModule):
             return list(self.cfg.proprio_keys)
         declared = {tuple(s.proprio_keys) for s in self.sources.values()}
         if len(declared) > 1:
-            raise DataError(f"sources declare different proprio keys {sorted(declared)}; "
-                            "set data.proprio_keys explicitly")
+            raise DataError(
+                f"sources declare different proprio keys {sorted(declared)}; set data.proprio_keys explicitly"
+            )
         return list(declared.pop())
 
     # -- loaders ----------------------------------------------------------------------------------
     def _loader(self, dataset, sampler=None, shuffle=False) -> DataLoader:
         workers = self.cfg.num_workers
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, sampler=sampler, shuffle=shuffle,
-                          num_workers=workers, pin_memory=self.cfg.pin_memory,
-                          persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-                          drop_last=False)
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.cfg.pin_memory,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         self._require_setup()
@@ -151,9 +180,12 @@ class DemoDataModule(L.LightningDataModule):
         if len(set(self.source_weights)) > 1:
             sid = ds.sample_source_ids()
             counts = np.bincount(sid, minlength=len(self.source_weights)).astype(float)
-            weights = np.asarray(self.source_weights)[sid] / counts[sid]  # each source gets its weight's share
-        sampler = EpochSampler(len(ds), num_samples=self.cfg.samples_per_epoch, weights=weights,
-                               seed=self.cfg.split_seed)
+            weights = (
+                np.asarray(self.source_weights)[sid] / counts[sid]
+            )  # each source gets its weight's share
+        sampler = EpochSampler(
+            len(ds), num_samples=self.cfg.samples_per_epoch, weights=weights, seed=self.cfg.split_seed
+        )
         return self._loader(ds, sampler=sampler)
 
     def val_dataloader(self):

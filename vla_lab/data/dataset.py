@@ -46,8 +46,11 @@ class DemoDataset(Dataset):
         self._actions, self._states = self._load_low_dim()
         lengths = np.array([ep.length for ep in self.episodes], dtype=np.int64)
         self._ep_of = np.repeat(np.arange(len(self.episodes), dtype=np.int32), lengths)
-        self._t_of = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]) if len(lengths) else \
-            np.zeros(0, np.int32)
+        self._t_of = (
+            np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
+            if len(lengths)
+            else np.zeros(0, np.int32)
+        )
         self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
 
@@ -99,8 +102,9 @@ class DemoDataset(Dataset):
         e, t = int(self._ep_of[index]), int(self._t_of[index])
         ep = self.episodes[e]
         src, f = self.sources[ep.file], self._handle(ep.file)
-        images = {cam: torch.from_numpy(src.read_frame(f, ep.demo, cam, t)).permute(2, 0, 1)
-                  for cam in self.cameras}
+        images = {
+            cam: torch.from_numpy(src.read_frame(f, ep.demo, cam, t)).permute(2, 0, 1) for cam in self.cameras
+        }
         actions, is_pad = self._chunk(self._actions[e], t)
         actions = torch.from_numpy(actions)
         if self.geometric is not None and self.geometric.active:

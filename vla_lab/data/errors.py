@@ -6,8 +6,9 @@ from __future__ import annotations
 class DataError(Exception):
     """A problem with demonstration data, located as precisely as known."""
 
-    def __init__(self, message: str, *, file: str | None = None, demo: str | None = None,
-                 key: str | None = None):
+    def __init__(
+        self, message: str, *, file: str | None = None, demo: str | None = None, key: str | None = None
+    ):
         self.file, self.demo, self.key, self.detail = file, demo, key, message
         super().__init__(self._format())
 

@@ -46,9 +46,15 @@ def motion_std(source: DemoSource, f, ep: EpisodeRef) -> float:
     return float(actions[:, arm].std(0).max())
 
 
-def filter_episodes(sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef], *,
-                    min_length: int = 1, max_length: int | None = None, require_success: bool = True,
-                    min_motion_std: float = 0.0) -> FilterReport:
+def filter_episodes(
+    sources: dict[str, DemoSource],
+    episodes: Sequence[EpisodeRef],
+    *,
+    min_length: int = 1,
+    max_length: int | None = None,
+    require_success: bool = True,
+    min_motion_std: float = 0.0,
+) -> FilterReport:
     report = FilterReport()
     handles: dict[str, object] = {}
     try:

@@ -52,9 +52,7 @@ class ActionSpace:
     parallel to the table (a rotation of the image is then a rotation of the world about the z axis).
     """
 
-    names: list[str] = field(
-        default_factory=lambda: ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
-    )
+    names: list[str] = field(default_factory=lambda: ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"])
     frame: str = "base"
     kind: str = "delta_ee"
     gripper_dims: list[int] = field(default_factory=lambda: [6])

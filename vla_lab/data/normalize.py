@@ -33,8 +33,11 @@ class _Affine:
         if mask.shape != (dim,):
             raise ValueError(f"normalization mask has {mask.shape[0]} entries, stats have {dim} dims")
         if mode in ("bounds_q99", "bounds"):
-            lo, hi = (stats.array("q01"), stats.array("q99")) if mode == "bounds_q99" else (
-                stats.array("min"), stats.array("max"))
+            lo, hi = (
+                (stats.array("q01"), stats.array("q99"))
+                if mode == "bounds_q99"
+                else (stats.array("min"), stats.array("max"))
+            )
             flat = hi == lo
             scale = np.where(flat, 0.0, 2.0 / (hi - lo + _EPS))
             shift = lo + np.where(flat, 0.0, (hi - lo + _EPS) / 2.0)
@@ -46,7 +49,9 @@ class _Affine:
         self.scale = np.where(mask, scale, 1.0).astype(np.float32)
         self.shift = np.where(mask, shift, 0.0).astype(np.float32)
         # Dims with zero range decode to their constant; elsewhere the inverse divides by scale.
-        self.inv_scale = np.where(self.scale == 0, 0.0, 1.0 / np.where(self.scale == 0, 1.0, self.scale)).astype(np.float32)
+        self.inv_scale = np.where(
+            self.scale == 0, 0.0, 1.0 / np.where(self.scale == 0, 1.0, self.scale)
+        ).astype(np.float32)
         self.mask = mask
 
     def forward(self, x):
@@ -72,9 +77,15 @@ def _where(mask, a, b):
 
 
 class Normalizer:
-    def __init__(self, action: ArrayStats, state: ArrayStats | None = None, mode: str = "bounds_q99",
-                 action_mask: Sequence[bool] | None = None, state_mask: Sequence[bool] | None = None,
-                 state_mode: str | None = None):
+    def __init__(
+        self,
+        action: ArrayStats,
+        state: ArrayStats | None = None,
+        mode: str = "bounds_q99",
+        action_mask: Sequence[bool] | None = None,
+        state_mask: Sequence[bool] | None = None,
+        state_mode: str | None = None,
+    ):
         if mode not in MODES:
             raise ValueError(f"normalization mode {mode!r} is not one of {MODES}")
         self.action_stats, self.state_stats = action, state
@@ -85,8 +96,13 @@ class Normalizer:
         self._state = _Affine(state, self.state_mode, state_mask) if state is not None else None
 
     @classmethod
-    def from_dataset_stats(cls, stats, mode: str = "bounds_q99", gripper_dims: Sequence[int] = (6,),
-                           state_mode: str | None = None) -> Normalizer:
+    def from_dataset_stats(
+        cls,
+        stats,
+        mode: str = "bounds_q99",
+        gripper_dims: Sequence[int] = (6,),
+        state_mode: str | None = None,
+    ) -> Normalizer:
         mask = [i not in set(gripper_dims) for i in range(stats.action.dim)]
         return cls(stats.action, stats.proprio, mode, mask, None, state_mode)
 
@@ -121,5 +137,11 @@ class Normalizer:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normalizer:
         state = ArrayStats(**d["state"]) if d.get("state") else None
-        return cls(ArrayStats(**d["action"]), state, d["mode"], d.get("action_mask"), d.get("state_mask"),
-                   d.get("state_mode"))
+        return cls(
+            ArrayStats(**d["action"]),
+            state,
+            d["mode"],
+            d.get("action_mask"),
+            d.get("state_mask"),
+            d.get("state_mode"),
+        )

@@ -72,8 +72,9 @@ def h5_errors(file: str, demo: str | None = None, key: str | None = None):
     except DataError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise DataFormatError(f"cannot read ({type(exc).__name__}: {exc})", file=file, demo=demo,
-                              key=key) from exc
+        raise DataFormatError(
+            f"cannot read ({type(exc).__name__}: {exc})", file=file, demo=demo, key=key
+        ) from exc
 
 
 def open_h5(path: str | os.PathLike) -> h5py.File:
@@ -97,16 +98,20 @@ def detect_format(f: h5py.File, path: str) -> str:
     with h5_errors(path):
         data = f.get(fmt.DATA_GROUP)
         if not isinstance(data, h5py.Group):
-            raise DataFormatError(f"foreign layout: no /{fmt.DATA_GROUP} group (top level: {sorted(f.keys())})",
-                                  file=path)
+            raise DataFormatError(
+                f"foreign layout: no /{fmt.DATA_GROUP} group (top level: {sorted(f.keys())})", file=path
+            )
         name = data.attrs.get("format")
         if name is not None:
             if _as_str(name) != fmt.FORMAT_NAME:
                 raise DataFormatError(f"unknown format {name!r}", file=path, key="data.attrs.format")
             version = int(data.attrs.get("format_version", -1))
             if version < 1 or version > fmt.FORMAT_VERSION:
-                raise DataFormatError(f"unsupported format_version {version} (this vla_lab reads 1..{fmt.FORMAT_VERSION})",
-                                      file=path, key="data.attrs.format_version")
+                raise DataFormatError(
+                    f"unsupported format_version {version} (this vla_lab reads 1..{fmt.FORMAT_VERSION})",
+                    file=path,
+                    key="data.attrs.format_version",
+                )
             return VLA_LAB
         if "problem_info" in data.attrs:
             return LIBERO
@@ -115,7 +120,9 @@ def detect_format(f: h5py.File, path: str) -> str:
             return LIBERO_NO_NOOPS
         raise DataFormatError(
             "foreign layout: /data has no vla_lab or LIBERO metadata and its demos lack "
-            "actions + obs/agentview_rgb", file=path)
+            "actions + obs/agentview_rgb",
+            file=path,
+        )
 
 
 def _looks_like_libero_demo(g) -> bool:
@@ -134,8 +141,9 @@ class DemoSource:
         with open_h5(self.path) as f:
             detected = detect_format(f, self.path)
             if format_hint not in ("auto", detected):
-                raise DataFormatError(f"configured format {format_hint!r} but the file is {detected!r}",
-                                      file=self.path)
+                raise DataFormatError(
+                    f"configured format {format_hint!r} but the file is {detected!r}", file=self.path
+                )
             self.format = detected
             with h5_errors(self.path, key="data.attrs"):
                 self._read_header(f)
@@ -165,8 +173,11 @@ class DemoSource:
                 info = json.loads(attrs["problem_info"])
                 text = info["language_instruction"]
             except (KeyError, json.JSONDecodeError, TypeError) as exc:
-                raise DataFormatError(f"problem_info has no language_instruction ({exc})",
-                                      file=self.path, key="data.attrs.problem_info") from exc
+                raise DataFormatError(
+                    f"problem_info has no language_instruction ({exc})",
+                    file=self.path,
+                    key="data.attrs.problem_info",
+                ) from exc
             return " ".join(text) if isinstance(text, list) else str(text)
         return instruction_from_filename(self.path)
 
@@ -183,9 +194,15 @@ class DemoSource:
             length = int(g[fmt.ACTIONS].shape[0])
         attrs = g.attrs
         if self.format == VLA_LAB:
-            return EpisodeRef(self.path, name, length, _as_str(attrs.get("language_instruction", "")),
-                              bool(attrs.get("success", True)), _as_str(attrs.get("task", "")),
-                              _as_str(attrs.get("environment", "")))
+            return EpisodeRef(
+                self.path,
+                name,
+                length,
+                _as_str(attrs.get("language_instruction", "")),
+                bool(attrs.get("success", True)),
+                _as_str(attrs.get("task", "")),
+                _as_str(attrs.get("environment", "")),
+            )
         task = Path(self.path).name.removesuffix(".hdf5").removesuffix("_demo")
         # LIBERO keeps only successful demos (the regenerated files drop failures explicitly).
         return EpisodeRef(self.path, name, length, self.file_instruction, True, task, "libero")
@@ -206,8 +223,12 @@ class DemoSource:
             with h5_errors(self.path, demo, f"obs/{k}"):
                 obs = f[fmt.DATA_GROUP][demo][fmt.OBS_GROUP]
                 if k not in obs:
-                    raise DataError(f"missing proprio key (available: {sorted(obs.keys())})",
-                                    file=self.path, demo=demo, key=f"obs/{k}")
+                    raise DataError(
+                        f"missing proprio key (available: {sorted(obs.keys())})",
+                        file=self.path,
+                        demo=demo,
+                        key=f"obs/{k}",
+                    )
                 arr = np.asarray(obs[k], dtype=np.float32)
             parts.append(arr.reshape(arr.shape[0], -1))
         if not parts:
@@ -221,7 +242,9 @@ class DemoSource:
             name = fmt.camera_dataset(camera)
             if name not in obs:
                 cams = [k.removesuffix(fmt.RGB_SUFFIX) for k in obs if k.endswith(fmt.RGB_SUFFIX)]
-                raise DataError(f"no camera {camera!r} (available: {cams})", file=self.path, demo=demo, key=key)
+                raise DataError(
+                    f"no camera {camera!r} (available: {cams})", file=self.path, demo=demo, key=key
+                )
             return obs[name]
 
     def read_frame(self, f: h5py.File, demo: str, camera: str, t: int) -> np.ndarray:

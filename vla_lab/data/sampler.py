@@ -17,8 +17,9 @@ from torch.utils.data import Sampler
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    def __init__(self, size: int, *, num_samples: int | None = None, weights: np.ndarray | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, size: int, *, num_samples: int | None = None, weights: np.ndarray | None = None, seed: int = 0
+    ):
         self.size, self.seed, self.epoch = size, seed, 0
         self.num_samples = num_samples or size
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)

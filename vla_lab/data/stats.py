@@ -104,8 +104,9 @@ class RunningStats:
         return ArrayStats(*(v.astype(float).tolist() for v in (self.mean, std, self.lo, self.hi, q[0], q[1])))
 
 
-def compute_stats(sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef],
-                  proprio_keys: Sequence[str] | None) -> DatasetStats:
+def compute_stats(
+    sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef], proprio_keys: Sequence[str] | None
+) -> DatasetStats:
     """Stats over ``episodes`` (actions in framework convention; proprio concatenated in key order)."""
     action_stats = proprio_stats = None
     by_file: dict[str, list[EpisodeRef]] = {}
@@ -124,12 +125,17 @@ def compute_stats(sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef]
                     proprio_stats.update(p)
     if action_stats is None:
         raise ValueError("compute_stats needs at least one episode")
-    return DatasetStats(len(episodes), action_stats.n, action_stats.finalize(),
-                        proprio_stats.finalize() if proprio_stats else None)
+    return DatasetStats(
+        len(episodes),
+        action_stats.n,
+        action_stats.finalize(),
+        proprio_stats.finalize() if proprio_stats else None,
+    )
 
 
-def content_hash(sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef],
-                 proprio_keys: Sequence[str] | None) -> str:
+def content_hash(
+    sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef], proprio_keys: Sequence[str] | None
+) -> str:
     """Hash of the bytes the statistics depend on: the selected demos' actions and proprio."""
     h = hashlib.sha256(f"v{STATS_VERSION}|{list(proprio_keys or [])}".encode())
     for path in dict.fromkeys(ep.file for ep in episodes):
@@ -148,8 +154,12 @@ def _cache_dirs(first_file: str) -> list[Path]:
     return [Path(first_file).parent / ".vla_stats", home]
 
 
-def load_or_compute_stats(sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef],
-                          proprio_keys: Sequence[str] | None, use_cache: bool = True) -> DatasetStats:
+def load_or_compute_stats(
+    sources: dict[str, DemoSource],
+    episodes: Sequence[EpisodeRef],
+    proprio_keys: Sequence[str] | None,
+    use_cache: bool = True,
+) -> DatasetStats:
     if not use_cache:
         return compute_stats(sources, episodes, proprio_keys)
     digest = content_hash(sources, episodes, proprio_keys)

@@ -18,8 +18,13 @@ from vla_lab.data.libero import SUITES
 from vla_lab.data.writer import DemoWriter
 
 MARKER_ROWS = 4
-INSTRUCTIONS = ["reach the red target", "push the blue block left", "pick up the green cube",
-                "put the cube in the bowl", "stack the yellow block on the red block"]
+INSTRUCTIONS = [
+    "reach the red target",
+    "push the blue block left",
+    "pick up the green cube",
+    "put the cube in the bowl",
+    "stack the yellow block on the red block",
+]
 
 
 def _episode(rng: np.random.Generator, length: int, image_size: int, cameras: list[str]):
@@ -32,8 +37,11 @@ def _episode(rng: np.random.Generator, length: int, image_size: int, cameras: li
     actions[:, 6] = (frac[:, 0] < 0.6).astype(np.float32)  # open, then close
     ori = np.cumsum(actions[:, 3:6] * 0.01, axis=0)
     images = {cam: render_frames(pos, image_size, rng.integers(40, 200, 3)) for cam in cameras}
-    proprio = {"ee_pos": pos.astype(np.float32), "ee_ori": ori.astype(np.float32),
-               "gripper_width": (0.04 * actions[:, 6:7]).astype(np.float32)}
+    proprio = {
+        "ee_pos": pos.astype(np.float32),
+        "ee_ori": ori.astype(np.float32),
+        "gripper_width": (0.04 * actions[:, 6:7]).astype(np.float32),
+    }
     return actions, images, proprio
 
 
@@ -45,37 +53,64 @@ def render_frames(pos: np.ndarray, size: int, background) -> np.ndarray:
     half = max(2, size // 16)
     centers = np.clip(((pos[:, :2] + 0.25) / 0.5 * size).astype(int), half, size - half - 1)
     for i, (cx, cy) in enumerate(centers):
-        frames[i, cy - half:cy + half, cx - half:cx + half] = 255
+        frames[i, cy - half : cy + half, cx - half : cx + half] = 255
     frames[:, :MARKER_ROWS] = (255, 0, 0)
     return frames
 
 
-def make_demo_file(path: str | Path, *, num_demos: int = 4, length: tuple[int, int] = (20, 30),
-                   image_size: int = 64, cameras: tuple[str, ...] = ("agentview",), seed: int = 0,
-                   failures: int = 0, still: int = 0, task: str = "reach", environment: str = "synthetic",
-                   action_space: ActionSpace | None = None) -> Path:
+def make_demo_file(
+    path: str | Path,
+    *,
+    num_demos: int = 4,
+    length: tuple[int, int] = (20, 30),
+    image_size: int = 64,
+    cameras: tuple[str, ...] = ("agentview",),
+    seed: int = 0,
+    failures: int = 0,
+    still: int = 0,
+    task: str = "reach",
+    environment: str = "synthetic",
+    action_space: ActionSpace | None = None,
+) -> Path:
     """A vla_lab-format file; the last ``failures`` demos are unsuccessful, ``still`` more never move."""
     rng = np.random.default_rng(seed)
-    with DemoWriter(path, env_name="synthetic", robot="point_ee", action_space=action_space or ActionSpace(),
-                    cameras=list(cameras), proprio_keys=["ee_pos", "ee_ori", "gripper_width"],
-                    env_meta={"generator": "vla_lab.data.synthetic"}) as w:
+    with DemoWriter(
+        path,
+        env_name="synthetic",
+        robot="point_ee",
+        action_space=action_space or ActionSpace(),
+        cameras=list(cameras),
+        proprio_keys=["ee_pos", "ee_ori", "gripper_width"],
+        env_meta={"generator": "vla_lab.data.synthetic"},
+    ) as w:
         for i in range(num_demos + still):
             t = int(rng.integers(length[0], length[1] + 1))
             actions, images, proprio = _episode(rng, t, image_size, list(cameras))
             if i >= num_demos:  # a demo in which the robot never moved
                 proprio["ee_pos"][:] = proprio["ee_pos"][0]
                 actions[:, :6] = 0
-            w.add_episode(actions=actions, images=images, proprio=proprio,
-                          rewards=np.r_[np.zeros(t - 1), 1.0].astype(np.float32),
-                          instruction=INSTRUCTIONS[i % len(INSTRUCTIONS)],
-                          success=i < num_demos - failures or i >= num_demos, task=task,
-                          environment=environment, seed=seed * 1000 + i)
+            w.add_episode(
+                actions=actions,
+                images=images,
+                proprio=proprio,
+                rewards=np.r_[np.zeros(t - 1), 1.0].astype(np.float32),
+                instruction=INSTRUCTIONS[i % len(INSTRUCTIONS)],
+                success=i < num_demos - failures or i >= num_demos,
+                task=task,
+                environment=environment,
+                seed=seed * 1000 + i,
+            )
     return Path(path)
 
 
 def libero_file_name(suite: str, task_index: int) -> str:
-    words = ["pick_up_the_black_bowl", "put_the_cream_cheese_in_the_bowl", "open_the_top_drawer",
-             "turn_on_the_stove", "put_the_ketchup_in_the_basket"]
+    words = [
+        "pick_up_the_black_bowl",
+        "put_the_cream_cheese_in_the_bowl",
+        "open_the_top_drawer",
+        "turn_on_the_stove",
+        "put_the_ketchup_in_the_basket",
+    ]
     stem = words[task_index % len(words)]
     if task_index >= len(words):
         stem = f"{stem}_{task_index}"
@@ -84,9 +119,16 @@ def libero_file_name(suite: str, task_index: int) -> str:
     return f"{stem}_demo.hdf5"
 
 
-def make_libero_file(path: str | Path, *, variant: str = "raw", num_demos: int = 3,
-                     length: tuple[int, int] = (20, 30), image_size: int = 128, seed: int = 0,
-                     instruction: str | None = None) -> Path:
+def make_libero_file(
+    path: str | Path,
+    *,
+    variant: str = "raw",
+    num_demos: int = 3,
+    length: tuple[int, int] = (20, 30),
+    image_size: int = 128,
+    seed: int = 0,
+    instruction: str | None = None,
+) -> Path:
     """A file in LIBERO's raw (``variant="raw"``) or regenerated no-noops layout.
 
     Images are stored upside down as LIBERO stores them; gripper actions are -1 (open) / +1 (close).
@@ -124,11 +166,20 @@ def make_libero_file(path: str | Path, *, variant: str = "raw", num_demos: int =
                 g.attrs["init_state"] = rng.normal(size=47)
             total += t
         if variant == "raw":
-            data.attrs["problem_info"] = json.dumps({"problem_name": "libero_tabletop_manipulation",
-                                                     "domain_name": "robosuite", "language_instruction": text})
-            data.attrs["env_args"] = json.dumps({"type": 1, "env_name": "Libero_Tabletop_Manipulation",
-                                                 "env_kwargs": {"camera_heights": image_size,
-                                                                "camera_widths": image_size}})
+            data.attrs["problem_info"] = json.dumps(
+                {
+                    "problem_name": "libero_tabletop_manipulation",
+                    "domain_name": "robosuite",
+                    "language_instruction": text,
+                }
+            )
+            data.attrs["env_args"] = json.dumps(
+                {
+                    "type": 1,
+                    "env_name": "Libero_Tabletop_Manipulation",
+                    "env_kwargs": {"camera_heights": image_size, "camera_widths": image_size},
+                }
+            )
             data.attrs["bddl_file_name"] = f"libero/bddl_files/{path.stem}.bddl"
             data.attrs["bddl_file_content"] = "(define (problem LIBERO_Tabletop_Manipulation))"
             data.attrs["num_demos"] = num_demos
@@ -137,11 +188,26 @@ def make_libero_file(path: str | Path, *, variant: str = "raw", num_demos: int =
     return path
 
 
-def make_libero_suite(root: str | Path, suite: str = "libero_spatial", *, variant: str = "raw",
-                      num_tasks: int = 3, num_demos: int = 2, image_size: int = 128, seed: int = 0) -> list[Path]:
+def make_libero_suite(
+    root: str | Path,
+    suite: str = "libero_spatial",
+    *,
+    variant: str = "raw",
+    num_tasks: int = 3,
+    num_demos: int = 2,
+    image_size: int = 128,
+    seed: int = 0,
+) -> list[Path]:
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite}")
     folder = Path(root) / (suite if variant == "raw" else f"{suite}_no_noops")
-    return [make_libero_file(folder / libero_file_name(suite, k), variant=variant, num_demos=num_demos,
-                             image_size=image_size if variant == "raw" else 2 * image_size,
-                             seed=seed + k) for k in range(num_tasks)]
+    return [
+        make_libero_file(
+            folder / libero_file_name(suite, k),
+            variant=variant,
+            num_demos=num_demos,
+            image_size=image_size if variant == "raw" else 2 * image_size,
+            seed=seed + k,
+        )
+        for k in range(num_tasks)
+    ]

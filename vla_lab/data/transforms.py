@@ -53,19 +53,29 @@ def build_image_transform(aug: AugmentationConfig, size: int, *, train: bool) ->
         return eval_image_transform(size, eval_crop_area(aug))
     steps: list[torch.nn.Module] = []
     if aug.crop.enabled:
-        steps.append(T.RandomResizedCrop(size, scale=tuple(aug.crop.scale), ratio=tuple(aug.crop.ratio),
-                                         antialias=True))
+        steps.append(
+            T.RandomResizedCrop(
+                size, scale=tuple(aug.crop.scale), ratio=tuple(aug.crop.ratio), antialias=True
+            )
+        )
     else:
         steps.append(T.Resize((size, size), antialias=True))
     steps.append(T.ToDtype(torch.float32, scale=True))
     if aug.color_jitter.enabled:
         cj = aug.color_jitter
         jitter = LinearColorJitter if cj.impl == "linear" else T.ColorJitter
-        steps.append(jitter(brightness=cj.brightness, contrast=tuple(cj.contrast),
-                            saturation=tuple(cj.saturation), hue=cj.hue or None))
+        steps.append(
+            jitter(
+                brightness=cj.brightness,
+                contrast=tuple(cj.contrast),
+                saturation=tuple(cj.saturation),
+                hue=cj.hue or None,
+            )
+        )
     if aug.blur.enabled:
-        steps.append(T.RandomApply([T.GaussianBlur(aug.blur.kernel_size, sigma=tuple(aug.blur.sigma))],
-                                   p=aug.blur.p))
+        steps.append(
+            T.RandomApply([T.GaussianBlur(aug.blur.kernel_size, sigma=tuple(aug.blur.sigma))], p=aug.blur.p)
+        )
     if aug.noise.enabled:
         steps.append(T.GaussianNoise(mean=0.0, sigma=aug.noise.std, clip=True))
     return T.Compose(steps)
@@ -77,11 +87,13 @@ _GRAY = torch.tensor([0.2989, 0.587, 0.114])  # torchvision's grayscale weights
 def hue_rotation_matrix(hue: float) -> torch.Tensor:
     """Rotation of RGB about the gray axis by ``hue`` turns (W3C Filter Effects ``hue-rotate``)."""
     c, s = math.cos(2 * math.pi * hue), math.sin(2 * math.pi * hue)
-    return torch.tensor([
-        [0.213 + c * 0.787 - s * 0.213, 0.715 - c * 0.715 - s * 0.715, 0.072 - c * 0.072 + s * 0.928],
-        [0.213 - c * 0.213 + s * 0.143, 0.715 + c * 0.285 + s * 0.140, 0.072 - c * 0.072 - s * 0.283],
-        [0.213 - c * 0.213 - s * 0.787, 0.715 - c * 0.715 + s * 0.715, 0.072 + c * 0.928 + s * 0.072],
-    ])
+    return torch.tensor(
+        [
+            [0.213 + c * 0.787 - s * 0.213, 0.715 - c * 0.715 - s * 0.715, 0.072 - c * 0.072 + s * 0.928],
+            [0.213 - c * 0.213 + s * 0.143, 0.715 + c * 0.285 + s * 0.140, 0.072 - c * 0.072 - s * 0.283],
+            [0.213 - c * 0.213 - s * 0.787, 0.715 - c * 0.715 + s * 0.715, 0.072 + c * 0.928 + s * 0.072],
+        ]
+    )
 
 
 class LinearColorJitter(torch.nn.Module):
@@ -108,11 +120,11 @@ class LinearColorJitter(torch.nn.Module):
         s = self._draw(*self.saturation)
         h = self._draw(-self.hue, self.hue)
         eye, gray_rows = torch.eye(3), _GRAY.expand(3, 3)
-        matrix = b * torch.eye(3)                                   # brightness
+        matrix = b * torch.eye(3)  # brightness
         # contrast blends towards the (brightened) image's mean gray: an offset, not a matrix
         offset = (1 - c) * b * (img.mean((-2, -1)) @ _GRAY)
         matrix = c * matrix
-        matrix = (s * eye + (1 - s) * gray_rows) @ matrix           # saturation
+        matrix = (s * eye + (1 - s) * gray_rows) @ matrix  # saturation
         offset = offset * ((s * eye + (1 - s) * gray_rows) @ torch.ones(3))
         if h:
             rot = hue_rotation_matrix(h)
@@ -130,7 +142,9 @@ class GeometricAugment:
     changed, so these suit policies that do not read the state.
     """
 
-    def __init__(self, aug: AugmentationConfig, action_space: ActionSpace, generator: torch.Generator | None = None):
+    def __init__(
+        self, aug: AugmentationConfig, action_space: ActionSpace, generator: torch.Generator | None = None
+    ):
         self.flip_p = aug.flip.p if aug.flip.enabled and action_space.mirror_negate else 0.0
         self.max_deg = aug.rotate.degrees if aug.rotate.enabled and action_space.planar_dims else 0.0
         self.negate = list(action_space.mirror_negate or [])

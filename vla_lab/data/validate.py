@@ -55,12 +55,24 @@ def _check_header(source: DemoSource, f: h5py.File) -> list[Problem]:
     problems = []
     declared = int(attrs.get("num_demos", -1))
     if declared != len(source.episodes):
-        problems.append(Problem(source.path, None, "data.attrs.num_demos",
-                                f"says {declared} but the file holds {len(source.episodes)} demos"))
+        problems.append(
+            Problem(
+                source.path,
+                None,
+                "data.attrs.num_demos",
+                f"says {declared} but the file holds {len(source.episodes)} demos",
+            )
+        )
     total = sum(e.length for e in source.episodes)
     if int(attrs.get("total", -1)) != total:
-        problems.append(Problem(source.path, None, "data.attrs.total",
-                                f"says {int(attrs.get('total', -1))} but demos sum to {total} steps"))
+        problems.append(
+            Problem(
+                source.path,
+                None,
+                "data.attrs.total",
+                f"says {int(attrs.get('total', -1))} but demos sum to {total} steps",
+            )
+        )
     return problems
 
 

@@ -56,25 +56,33 @@ class DemoWriter:
         if appending:
             self._load_header()
         else:
-            self._write_header(env_name, robot, action_space or fmt.ActionSpace(), cameras or [],
-                               proprio_keys or [], dict(env_meta or {}))
+            self._write_header(
+                env_name,
+                robot,
+                action_space or fmt.ActionSpace(),
+                cameras or [],
+                proprio_keys or [],
+                dict(env_meta or {}),
+            )
 
     # -- header -------------------------------------------------------------------------------
     def _write_header(self, env_name, robot, action_space, cameras, proprio_keys, env_meta):
         data = self._file.create_group(fmt.DATA_GROUP)
-        data.attrs.update({
-            "format": fmt.FORMAT_NAME,
-            "format_version": fmt.FORMAT_VERSION,
-            "env_name": env_name,
-            "robot": robot,
-            "env_meta": json.dumps(env_meta),
-            "action_space": action_space.to_json(),
-            "cameras": json.dumps(list(cameras)),
-            "proprio_keys": json.dumps(list(proprio_keys)),
-            "image_convention": "upright",
-            "num_demos": 0,
-            "total": 0,
-        })
+        data.attrs.update(
+            {
+                "format": fmt.FORMAT_NAME,
+                "format_version": fmt.FORMAT_VERSION,
+                "env_name": env_name,
+                "robot": robot,
+                "env_meta": json.dumps(env_meta),
+                "action_space": action_space.to_json(),
+                "cameras": json.dumps(list(cameras)),
+                "proprio_keys": json.dumps(list(proprio_keys)),
+                "image_convention": "upright",
+                "num_demos": 0,
+                "total": 0,
+            }
+        )
         self.action_space, self.cameras, self.proprio_keys = action_space, list(cameras), list(proprio_keys)
 
     def _load_header(self):
@@ -118,7 +126,9 @@ class DemoWriter:
         dones = np.asarray(dones).astype(np.uint8)
         for name, arr in (("rewards", rewards), ("dones", dones)):
             if arr.shape != (t,):
-                raise DataError(f"expected shape ({t},), got {arr.shape}", file=str(self.path), demo=key, key=name)
+                raise DataError(
+                    f"expected shape ({t},), got {arr.shape}", file=str(self.path), demo=key, key=name
+                )
 
         data = self._file[fmt.DATA_GROUP]
         demo = data.create_group(key)
@@ -130,19 +140,26 @@ class DemoWriter:
             frames = np.asarray(frames, dtype=np.uint8)
             # fletcher32: a per-chunk checksum, so a corrupted frame fails loudly instead of
             # training on garbage pixels (uncompressed data has no other integrity check).
-            obs.create_dataset(fmt.camera_dataset(cam), data=frames, chunks=(1, *frames.shape[1:]),
-                               compression=self._compression, fletcher32=True)
+            obs.create_dataset(
+                fmt.camera_dataset(cam),
+                data=frames,
+                chunks=(1, *frames.shape[1:]),
+                compression=self._compression,
+                fletcher32=True,
+            )
         for name, arr in proprio.items():
             obs.create_dataset(name, data=arr.reshape(t, -1))
-        demo.attrs.update({
-            "num_samples": t,
-            "language_instruction": instruction,
-            "success": bool(success),
-            "task": task,
-            "environment": environment,
-            "seed": int(seed),
-            "meta": json.dumps(dict(meta or {})),
-        })
+        demo.attrs.update(
+            {
+                "num_samples": t,
+                "language_instruction": instruction,
+                "success": bool(success),
+                "task": task,
+                "environment": environment,
+                "seed": int(seed),
+                "meta": json.dumps(dict(meta or {})),
+            }
+        )
         data.attrs["num_demos"] = self.num_demos + 1
         data.attrs["total"] = int(data.attrs["total"]) + t
         return key
@@ -153,7 +170,9 @@ class DemoWriter:
             raise DataError(f"actions must be (T, A) with T > 0, got {actions.shape}", key="actions", **where)
         t, a = actions.shape
         if a != self.action_space.dim:
-            raise DataError(f"action dim {a} != action_space dim {self.action_space.dim}", key="actions", **where)
+            raise DataError(
+                f"action dim {a} != action_space dim {self.action_space.dim}", key="actions", **where
+            )
         if not np.isfinite(actions).all():
             raise DataError("actions contain NaN or inf", key="actions", **where)
         missing = set(self.cameras) - set(images)
@@ -162,8 +181,11 @@ class DemoWriter:
         for cam, frames in images.items():
             shape = np.shape(frames)
             if len(shape) != 4 or shape[0] != t or shape[-1] != 3:
-                raise DataError(f"images must be ({t}, H, W, 3), got {shape}",
-                                key=f"obs/{fmt.camera_dataset(cam)}", **where)
+                raise DataError(
+                    f"images must be ({t}, H, W, 3), got {shape}",
+                    key=f"obs/{fmt.camera_dataset(cam)}",
+                    **where,
+                )
         for name, arr in proprio.items():
             if arr.shape[0] != t:
                 raise DataError(f"{arr.shape[0]} steps but actions have {t}", key=f"obs/{name}", **where)

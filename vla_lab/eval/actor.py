@@ -39,8 +39,15 @@ def processor_spec(data_processor: dict[str, Any], unnorm_key: str | None = None
 
 
 class PolicyActor:
-    def __init__(self, policy, spec: dict[str, Any], normalizer: Normalizer, *,
-                 execution: ExecutionConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        policy,
+        spec: dict[str, Any],
+        normalizer: Normalizer,
+        *,
+        execution: ExecutionConfig | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.policy, self.spec, self.normalizer, self.device = policy, spec, normalizer, torch.device(device)
         self.transform = eval_image_transform(int(spec["image_size"]), float(spec["eval_crop_area"]))
         self.cameras, self.proprio_keys = list(spec["cameras"]), list(spec.get("proprio_keys") or [])
@@ -53,10 +60,15 @@ class PolicyActor:
     def batch(self, obs: dict[str, np.ndarray], instruction: str) -> dict[str, Any]:
         missing = [c for c in self.cameras if c not in obs]
         if missing:
-            raise KeyError(f"observation lacks camera(s) {missing} the policy was trained on; it has {sorted(obs)}")
+            raise KeyError(
+                f"observation lacks camera(s) {missing} the policy was trained on; it has {sorted(obs)}"
+            )
         batch: dict[str, Any] = {
-            keys.image_key(cam): self.transform(torch.from_numpy(np.ascontiguousarray(obs[cam])).permute(2, 0, 1))[None]
-            .to(self.device) for cam in self.cameras}
+            keys.image_key(cam): self.transform(
+                torch.from_numpy(np.ascontiguousarray(obs[cam])).permute(2, 0, 1)
+            )[None].to(self.device)
+            for cam in self.cameras
+        }
         if self.proprio_keys:
             state = np.concatenate([np.asarray(obs[k], np.float32).reshape(-1) for k in self.proprio_keys])
             batch[keys.STATE] = torch.from_numpy(self.normalizer.normalize_state(state))[None].to(self.device)

@@ -45,8 +45,10 @@ class EvalConfig:
                 raise ConfigError(f"eval.tasks: unknown task {name!r}; valid: {', '.join(task_names())}")
         for name in self.environments:
             if name not in environment_names():
-                raise ConfigError(f"eval.environments: unknown environment {name!r}; "
-                                  f"valid: {', '.join(environment_names())}")
+                raise ConfigError(
+                    f"eval.environments: unknown environment {name!r}; "
+                    f"valid: {', '.join(environment_names())}"
+                )
 
 
 def register_configs() -> None:

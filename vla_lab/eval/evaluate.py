@@ -20,24 +20,45 @@ def policy_normalizer(policy, unnorm_key: str | None = None):
     return normalizer_from_entry(stats[check_unnorm_key(stats, unnorm_key)])
 
 
-def evaluate_policy(policy, spec: dict[str, Any], cfg: EvalConfig, *, env=None, run_dir: Path | None = None,
-                    step: int = 0, unnorm_key: str | None = None, progress: bool = False) -> dict[str, Any]:
+def evaluate_policy(
+    policy,
+    spec: dict[str, Any],
+    cfg: EvalConfig,
+    *,
+    env=None,
+    run_dir: Path | None = None,
+    step: int = 0,
+    unnorm_key: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the configured episodes; returns ``{"summaries", "overall", "results"}`` (videos to run_dir)."""
     from vla_lab.sim import SimEnv
     from vla_lab.sim.manifest import robot
 
     own_env = env is None
-    env = env or SimEnv(cfg.tasks[0], cfg.environments[0], cameras=list(spec["cameras"]), image_size=cfg.render_size)
+    env = env or SimEnv(
+        cfg.tasks[0], cfg.environments[0], cameras=list(spec["cameras"]), image_size=cfg.render_size
+    )
     normalizer = policy_normalizer(policy, unnorm_key if unnorm_key is not None else spec.get("unnorm_key"))
     actor = PolicyActor(policy, spec, normalizer, execution=cfg.execution)
     r = robot()
-    safety = SafetyWrapper(cfg.safety, r["workspace"], r["max_translation_per_step"]) if cfg.safety.enabled else None
+    safety = (
+        SafetyWrapper(cfg.safety, r["workspace"], r["max_translation_per_step"])
+        if cfg.safety.enabled
+        else None
+    )
     plan = episode_plan(cfg.tasks, cfg.environments, cfg.episodes_per_task, cfg.seed)
     bar = _progress(len(plan)) if progress else None
     try:
-        results = run_episodes(env, actor, plan, max_steps=cfg.max_steps, safety=safety,
-                               record_first=cfg.videos_per_task if run_dir else 0,
-                               progress=(lambda _: bar.update(1)) if bar else None)
+        results = run_episodes(
+            env,
+            actor,
+            plan,
+            max_steps=cfg.max_steps,
+            safety=safety,
+            record_first=cfg.videos_per_task if run_dir else 0,
+            progress=(lambda _: bar.update(1)) if bar else None,
+        )
     finally:
         if bar:
             bar.close()

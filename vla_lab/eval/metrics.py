@@ -65,10 +65,21 @@ def summarize(results: Iterable[EpisodeResult]) -> list[TaskSummary]:
         lo, hi = wilson_interval(k, n)
         steps = [r.steps for r in rs if r.success]
         dists = [r.final_distance for r in rs if not math.isnan(r.final_distance)]
-        out.append(TaskSummary(task, env, n, k, k / n, lo, hi, sum(steps) / len(steps) if steps else float("nan"),
-                               sum(dists) / len(dists) if dists else float("nan"),
-                               sum(r.interventions for r in rs),
-                               sum(1 for r in rs if r.failure not in ("", "timeout"))))
+        out.append(
+            TaskSummary(
+                task,
+                env,
+                n,
+                k,
+                k / n,
+                lo,
+                hi,
+                sum(steps) / len(steps) if steps else float("nan"),
+                sum(dists) / len(dists) if dists else float("nan"),
+                sum(r.interventions for r in rs),
+                sum(1 for r in rs if r.failure not in ("", "timeout")),
+            )
+        )
     return out
 
 
@@ -78,16 +89,25 @@ def overall(summaries: list[TaskSummary]) -> dict:
         return {"success_rate": float("nan"), "episodes": 0}
     k, n = sum(s.successes for s in summaries), sum(s.episodes for s in summaries)
     lo, hi = wilson_interval(k, n)
-    return {"success_rate": sum(s.success_rate for s in summaries) / len(summaries), "episodes": n,
-            "successes": k, "ci_low": lo, "ci_high": hi}
+    return {
+        "success_rate": sum(s.success_rate for s in summaries) / len(summaries),
+        "episodes": n,
+        "successes": k,
+        "ci_low": lo,
+        "ci_high": hi,
+    }
 
 
 def format_table(summaries: list[TaskSummary]) -> str:
     """Markdown table of per-task results."""
-    lines = ["| task | environment | success | 95% CI | avg steps (succ.) | final error | interventions |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| task | environment | success | 95% CI | avg steps (succ.) | final error | interventions |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in summaries:
-        lines.append(f"| {s.task} | {s.environment} | {s.successes}/{s.episodes} ({s.success_rate:.0%}) | "
-                     f"[{s.ci_low:.2f}, {s.ci_high:.2f}] | {s.avg_steps_success:.1f} | "
-                     f"{s.final_position_error:.3f} | {s.interventions} |")
+        lines.append(
+            f"| {s.task} | {s.environment} | {s.successes}/{s.episodes} ({s.success_rate:.0%}) | "
+            f"[{s.ci_low:.2f}, {s.ci_high:.2f}] | {s.avg_steps_success:.1f} | "
+            f"{s.final_position_error:.3f} | {s.interventions} |"
+        )
     return "\n".join(lines)

@@ -27,9 +27,18 @@ class Actor(Protocol):
     def act(self, observation: dict, info: dict) -> np.ndarray: ...
 
 
-def run_episode(env, actor: Actor, *, task: str, environment: str, seed: int, max_steps: int | None = None,
-                safety: SafetyWrapper | None = None, record: bool = False,
-                fault_types: tuple[type[BaseException], ...] = ()) -> EpisodeResult:
+def run_episode(
+    env,
+    actor: Actor,
+    *,
+    task: str,
+    environment: str,
+    seed: int,
+    max_steps: int | None = None,
+    safety: SafetyWrapper | None = None,
+    record: bool = False,
+    fault_types: tuple[type[BaseException], ...] = (),
+) -> EpisodeResult:
     """One episode. ``fault_types`` are simulator errors that fail the episode instead of raising."""
     from vla_lab.sim.errors import SimError
 
@@ -55,22 +64,55 @@ def run_episode(env, actor: Actor, *, task: str, environment: str, seed: int, ma
                 break
     except faults as err:
         log.warning("episode %s/%s seed %d failed by a simulator fault: %s", task, environment, seed, err)
-        return EpisodeResult(task, environment, seed, False, steps, float("nan"),
-                             safety.interventions if safety else 0, f"{type(err).__name__}: {err}", frames)
+        return EpisodeResult(
+            task,
+            environment,
+            seed,
+            False,
+            steps,
+            float("nan"),
+            safety.interventions if safety else 0,
+            f"{type(err).__name__}: {err}",
+            frames,
+        )
     success = bool(info.get("success"))
-    return EpisodeResult(task, environment, seed, success, steps, float(info.get("distance_to_goal", float("nan"))),
-                         safety.interventions if safety else 0, "" if success else "timeout", frames)
+    return EpisodeResult(
+        task,
+        environment,
+        seed,
+        success,
+        steps,
+        float(info.get("distance_to_goal", float("nan"))),
+        safety.interventions if safety else 0,
+        "" if success else "timeout",
+        frames,
+    )
 
 
-def run_episodes(env, actor: Actor, plan: Iterable[tuple[str, str, int]], *, max_steps: int | None = None,
-                 safety: SafetyWrapper | None = None, record_first: int = 0,
-                 progress: Callable[[EpisodeResult], None] | None = None) -> list[EpisodeResult]:
+def run_episodes(
+    env,
+    actor: Actor,
+    plan: Iterable[tuple[str, str, int]],
+    *,
+    max_steps: int | None = None,
+    safety: SafetyWrapper | None = None,
+    record_first: int = 0,
+    progress: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
     """Episodes for each ``(task, environment, seed)``; frames kept for the first ``record_first`` per task."""
     results, recorded = [], {}
     for task, environment, seed in plan:
         record = recorded.get(task, 0) < record_first
-        result = run_episode(env, actor, task=task, environment=environment, seed=seed, max_steps=max_steps,
-                             safety=safety, record=record)
+        result = run_episode(
+            env,
+            actor,
+            task=task,
+            environment=environment,
+            seed=seed,
+            max_steps=max_steps,
+            safety=safety,
+            record=record,
+        )
         recorded[task] = recorded.get(task, 0) + int(record)
         results.append(result)
         if progress:
@@ -78,6 +120,8 @@ def run_episodes(env, actor: Actor, plan: Iterable[tuple[str, str, int]], *, max
     return results
 
 
-def episode_plan(tasks: list[str], environments: list[str], episodes: int, seed: int) -> list[tuple[str, str, int]]:
+def episode_plan(
+    tasks: list[str], environments: list[str], episodes: int, seed: int
+) -> list[tuple[str, str, int]]:
     """Fixed seeds per (task, environment): the same plan compares checkpoints on the same episodes."""
     return [(t, e, seed * 100_003 + i) for t in tasks for e in environments for i in range(episodes)]

@@ -27,8 +27,12 @@ class SafetyConfig:
 
 
 class SafetyWrapper:
-    def __init__(self, cfg: SafetyConfig, workspace: dict[str, list[float]] | None = None,
-                 max_translation: float = 0.02):
+    def __init__(
+        self,
+        cfg: SafetyConfig,
+        workspace: dict[str, list[float]] | None = None,
+        max_translation: float = 0.02,
+    ):
         self.cfg = cfg
         self.low = np.array([workspace[a][0] for a in "xyz"]) if workspace else None
         self.high = np.array([workspace[a][1] for a in "xyz"]) if workspace else None

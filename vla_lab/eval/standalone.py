@@ -27,7 +27,9 @@ def load_checkpoint(directory: str | Path):
         raise FileNotFoundError(f"checkpoint={directory}: no such directory")
     spec_file = directory / DATA_PROCESSOR
     if not spec_file.exists():
-        raise FileNotFoundError(f"checkpoint={directory} has no {DATA_PROCESSOR}: not a vla_lab training checkpoint")
+        raise FileNotFoundError(
+            f"checkpoint={directory} has no {DATA_PROCESSOR}: not a vla_lab training checkpoint"
+        )
     policy = load_policy(directory)
     policy.eval()
     return policy, processor_spec(json.loads(spec_file.read_text()))
@@ -39,15 +41,23 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     policy, spec = load_checkpoint(cfg.checkpoint)
     out_dir = Path(cfg.paths.output_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    out = evaluate_policy(policy, spec, eval_cfg, run_dir=out_dir, unnorm_key=cfg.get("unnorm_key"), progress=True)
+    out = evaluate_policy(
+        policy, spec, eval_cfg, run_dir=out_dir, unnorm_key=cfg.get("unnorm_key"), progress=True
+    )
     table = format_table(out["summaries"])
-    result = {"checkpoint": str(cfg.checkpoint), "overall": out["overall"],
-              "tasks": [asdict(s) for s in out["summaries"]], "episodes": [r.to_row() for r in out["results"]],
-              "config": OmegaConf.to_container(cfg.eval, resolve=True)}
+    result = {
+        "checkpoint": str(cfg.checkpoint),
+        "overall": out["overall"],
+        "tasks": [asdict(s) for s in out["summaries"]],
+        "episodes": [r.to_row() for r in out["results"]],
+        "config": OmegaConf.to_container(cfg.eval, resolve=True),
+    }
     (out_dir / "eval_results.json").write_text(json.dumps(result, indent=2))
     (out_dir / "eval_table.md").write_text(table + "\n")
     print(table)
     o = out["overall"]
-    print(f"\noverall: {o['success_rate']:.1%} over {o['episodes']} episodes "
-          f"(pooled 95% CI [{o['ci_low']:.2f}, {o['ci_high']:.2f}]); results in {out_dir}")
+    print(
+        f"\noverall: {o['success_rate']:.1%} over {o['episodes']} episodes "
+        f"(pooled 95% CI [{o['ci_low']:.2f}, {o['ci_high']:.2f}]); results in {out_dir}"
+    )
     return result

@@ -68,14 +68,27 @@ class RunFiles(L.Callback):
         step = trainer.global_step
         if step % self.every == 0 or step == 1:
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-            self.train_log.write([{"step": step, "epoch": trainer.current_epoch, "loss": float(loss),
-                                   "lr": trainer.optimizers[0].param_groups[0]["lr"], "timestamp": time.time()}])
+            self.train_log.write(
+                [
+                    {
+                        "step": step,
+                        "epoch": trainer.current_epoch,
+                        "loss": float(loss),
+                        "lr": trainer.optimizers[0].param_groups[0]["lr"],
+                        "timestamp": time.time(),
+                    }
+                ]
+            )
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        row = {"step": trainer.global_step, "epoch": trainer.current_epoch, "timestamp": time.time(),
-               "val_loss": _metric(trainer, "val/loss")}
+        row = {
+            "step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "timestamp": time.time(),
+            "val_loss": _metric(trainer, "val/loss"),
+        }
         for name in VAL_COLUMNS[3:-1]:
             row[name] = _metric(trainer, f"val/{name}")
         self.val_log.write([row])
@@ -110,9 +123,17 @@ class PolicyCheckpoint(L.Callback):
     a half-written checkpoint under a valid name.
     """
 
-    def __init__(self, run_dir: str | Path, data_processor: dict[str, Any], *, every_n_epochs: int = 1,
-                 monitor: str = "val/loss", mode: str = "min", keep_last: int = 2,
-                 save_trainer_state: bool = True):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        data_processor: dict[str, Any],
+        *,
+        every_n_epochs: int = 1,
+        monitor: str = "val/loss",
+        mode: str = "min",
+        keep_last: int = 2,
+        save_trainer_state: bool = True,
+    ):
         if mode not in ("min", "max"):
             raise ValueError(f"checkpoint mode must be min or max, got {mode!r}")
         self.run_dir = Path(run_dir)
@@ -135,9 +156,14 @@ class PolicyCheckpoint(L.Callback):
         write_json(tmp / DATA_PROCESSOR, self.data_processor)
         if self.save_trainer_state:
             trainer.save_checkpoint(tmp / TRAINER_STATE)
-        write_json(tmp / "checkpoint_info.json", {"step": step, "epoch": trainer.current_epoch,
-                                                  "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()
-                                                              if v.numel() == 1}})
+        write_json(
+            tmp / "checkpoint_info.json",
+            {
+                "step": step,
+                "epoch": trainer.current_epoch,
+                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+            },
+        )
         tmp.rename(final)
         self._prune()
         return final
@@ -176,8 +202,11 @@ class PolicyCheckpoint(L.Callback):
         replace_dir(path, self.run_dir / "final")
         if not (self.run_dir / "best").exists():  # nothing monitored: the final model is the best we know
             replace_dir(path, self.run_dir / "best")
-            self.best = {"metric": self.monitor, "value": _metric(trainer, self.monitor),
-                         "step": trainer.global_step}
+            self.best = {
+                "metric": self.monitor,
+                "value": _metric(trainer, self.monitor),
+                "step": trainer.global_step,
+            }
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
@@ -209,7 +238,9 @@ def checkpoints(directory: Path) -> list[Path]:
 
 
 def latest_trainer_state(run_dir: Path) -> Path | None:
-    ckpts = sorted(checkpoints(Path(run_dir) / "checkpoints"), key=lambda p: int(CHECKPOINT_RE.match(p.name)[1]))
+    ckpts = sorted(
+        checkpoints(Path(run_dir) / "checkpoints"), key=lambda p: int(CHECKPOINT_RE.match(p.name)[1])
+    )
     for ckpt in reversed(ckpts):
         if (ckpt / TRAINER_STATE).exists():
             return ckpt / TRAINER_STATE

@@ -44,10 +44,15 @@ class ClosedLoopEval(L.Callback):
             if self._env is None:
                 from vla_lab.sim import SimEnv
 
-                self._env = SimEnv(self.cfg.tasks[0], self.cfg.environments[0], cameras=list(self.spec["cameras"]),
-                                   image_size=self.cfg.render_size)
-            out = evaluate_policy(pl_module.policy, self.spec, self.cfg, env=self._env, run_dir=self.run_dir,
-                                  step=step)
+                self._env = SimEnv(
+                    self.cfg.tasks[0],
+                    self.cfg.environments[0],
+                    cameras=list(self.spec["cameras"]),
+                    image_size=self.cfg.render_size,
+                )
+            out = evaluate_policy(
+                pl_module.policy, self.spec, self.cfg, env=self._env, run_dir=self.run_dir, step=step
+            )
         except Exception as err:  # an evaluation fault must never end training: record it and go on
             log.exception("closed-loop evaluation at step %d failed", step)
             self.errors.append(f"step {step}: {type(err).__name__}: {err}")
@@ -56,15 +61,27 @@ class ClosedLoopEval(L.Callback):
         self.log_file.write(rows)
         rate = out["overall"]["success_rate"]
         trainer.callback_metrics["eval/success_rate"] = torch.tensor(rate)
-        metrics = {"eval/success_rate": rate, **{f"eval/{s.task}/{s.environment}/success_rate": s.success_rate
-                                                  for s in out["summaries"]}}
+        metrics = {
+            "eval/success_rate": rate,
+            **{f"eval/{s.task}/{s.environment}/success_rate": s.success_rate for s in out["summaries"]},
+        }
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=step)
             _log_media(lg, out, step)
-        self.history.append({"step": step, "overall": out["overall"], "table": rows,
-                             "seconds": round(time.perf_counter() - started, 1)})
-        log.info("closed-loop evaluation at step %d: %.0f%% success\n%s", step, 100 * rate,
-                 format_table(out["summaries"]))
+        self.history.append(
+            {
+                "step": step,
+                "overall": out["overall"],
+                "table": rows,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        log.info(
+            "closed-loop evaluation at step %d: %.0f%% success\n%s",
+            step,
+            100 * rate,
+            format_table(out["summaries"]),
+        )
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         every = self.cfg.every_n_epochs
@@ -89,6 +106,10 @@ def _log_media(logger, out: dict[str, Any], step: int) -> None:
 
     rows = [asdict(s) for s in out["summaries"]]
     if rows:
-        logger.experiment.log({"eval/table": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
-                               **{f"eval/video/{Path(v).stem}": wandb.Video(str(v), format="gif")
-                                  for v in out["videos"]}}, step=step)
+        logger.experiment.log(
+            {
+                "eval/table": wandb.Table(columns=list(rows[0]), data=[list(r.values()) for r in rows]),
+                **{f"eval/video/{Path(v).stem}": wandb.Video(str(v), format="gif") for v in out["videos"]},
+            },
+            step=step,
+        )

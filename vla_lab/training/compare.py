@@ -13,8 +13,16 @@ from vla_lab.training import figures as fig
 
 #: config keys that differ between any two runs without making them different experiments
 IGNORED_PREFIXES = ("paths.", "run_name", "resume", "data.sources", "logger.")
-METRICS = ("final_train_loss", "best_val_loss", "success_rate", "ci_low", "ci_high", "wall_time_s",
-           "train_samples_per_s", "trainable_params")
+METRICS = (
+    "final_train_loss",
+    "best_val_loss",
+    "success_rate",
+    "ci_low",
+    "ci_high",
+    "wall_time_s",
+    "train_samples_per_s",
+    "trainable_params",
+)
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -50,27 +58,43 @@ def load_run(run: Path) -> dict[str, Any]:
     metrics = {
         "final_train_loss": float(train[-1]["loss"]) if train else float("nan"),
         "best_val_loss": min((float(r["val_loss"]) for r in val if r["val_loss"]), default=float("nan")),
-        "success_rate": (np.mean([float(r["success_rate"]) for r in last_eval]) if last_eval else float("nan")),
-        "ci_low": lo, "ci_high": hi,
+        "success_rate": (
+            np.mean([float(r["success_rate"]) for r in last_eval]) if last_eval else float("nan")
+        ),
+        "ci_low": lo,
+        "ci_high": hi,
         "wall_time_s": summary.get("wall_time_s", float("nan")),
         "train_samples_per_s": summary.get("train_samples_per_s") or float("nan"),
         "trainable_params": summary.get("trainable_params", float("nan")),
     }
-    return {"name": run.name, "path": run, "config": flatten(json.loads((run / "config.json").read_text())),
-            "metrics": metrics, "train": train, "tasks": {r["task"]: float(r["success_rate"]) for r in last_eval}}
+    return {
+        "name": run.name,
+        "path": run,
+        "config": flatten(json.loads((run / "config.json").read_text())),
+        "metrics": metrics,
+        "train": train,
+        "tasks": {r["task"]: float(r["success_rate"]) for r in last_eval},
+    }
 
 
 def config_differences(runs: list[dict[str, Any]]) -> list[str]:
     keys = sorted(set().union(*(r["config"] for r in runs)))
-    return [k for k in keys if not k.startswith(IGNORED_PREFIXES)
-            and len({json.dumps(r["config"].get(k), default=str) for r in runs}) > 1]
+    return [
+        k
+        for k in keys
+        if not k.startswith(IGNORED_PREFIXES)
+        and len({json.dumps(r["config"].get(k), default=str) for r in runs}) > 1
+    ]
 
 
 def compare(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     runs = [load_run(Path(r)) for r in run_dirs]
     diff = config_differences(runs)
     header = ["run", *diff, *METRICS]
-    table = [[r["name"], *(r["config"].get(k, "") for k in diff), *(r["metrics"][m] for m in METRICS)] for r in runs]
+    table = [
+        [r["name"], *(r["config"].get(k, "") for k in diff), *(r["metrics"][m] for m in METRICS)]
+        for r in runs
+    ]
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "comparison.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([header, *table])
@@ -92,7 +116,11 @@ def _loss_figure(runs, path: Path) -> None:
     f, ax = fig.plt.subplots(figsize=(6.5, 3.8))
     for r in runs:
         if r["train"]:
-            ax.plot([float(x["step"]) for x in r["train"]], [float(x["loss"]) for x in r["train"]], label=r["name"])
+            ax.plot(
+                [float(x["step"]) for x in r["train"]],
+                [float(x["loss"]) for x in r["train"]],
+                label=r["name"],
+            )
     ax.set(xlabel="step", ylabel="training loss", title="loss comparison")
     ax.legend(fontsize=7)
     fig._save(f, path)
@@ -103,7 +131,9 @@ def _success_figure(runs, path: Path) -> None:
     f, ax = fig.plt.subplots(figsize=(max(5, 1.5 * len(tasks) * max(1, len(runs)) / 2), 3.8))
     width = 0.8 / max(1, len(runs))
     for i, r in enumerate(runs):
-        ax.bar(np.arange(len(tasks)) + i * width, [r["tasks"].get(t, 0.0) for t in tasks], width, label=r["name"])
+        ax.bar(
+            np.arange(len(tasks)) + i * width, [r["tasks"].get(t, 0.0) for t in tasks], width, label=r["name"]
+        )
     ax.set_xticks(np.arange(len(tasks)) + 0.4 - width / 2, tasks, fontsize=8)
     ax.set(ylim=(0, 1.05), ylabel="closed-loop success", title="success rate per task")
     ax.legend(fontsize=7)

@@ -20,7 +20,9 @@ class CheckpointConfig:
     keep_last: int = 2
 
     def resolved(self, eval_enabled: bool) -> tuple[str, str]:
-        monitor = self.monitor if self.monitor != "auto" else ("eval/success_rate" if eval_enabled else "val/loss")
+        monitor = (
+            self.monitor if self.monitor != "auto" else ("eval/success_rate" if eval_enabled else "val/loss")
+        )
         mode = self.mode
         if mode == "auto":
             mode = "max" if any(w in monitor for w in ("success", "accuracy")) else "min"

@@ -32,7 +32,7 @@ def training_loss(run: Path, out: Path) -> Path | None:
     ax.plot(step, loss, lw=0.8, alpha=0.5, label="loss")
     if len(loss) >= 10:
         k = max(5, len(loss) // 20)
-        ax.plot(step[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), lw=1.6, label=f"mean of {k}")
+        ax.plot(step[k - 1 :], np.convolve(loss, np.ones(k) / k, mode="valid"), lw=1.6, label=f"mean of {k}")
     ax.set(xlabel="step", ylabel="training loss", title=run.name)
     ax.legend()
     return _save(fig, out / "training_loss.png")
@@ -42,8 +42,11 @@ def validation_metrics(run: Path, out: Path) -> Path | None:
     rows = _rows(run / "validation_log.csv")
     if not rows:
         return None
-    names = [n for n in ("val_loss", "l1_error", "direction_accuracy", "gripper_accuracy") if not
-             np.all(np.isnan(_col(rows, n)))]
+    names = [
+        n
+        for n in ("val_loss", "l1_error", "direction_accuracy", "gripper_accuracy")
+        if not np.all(np.isnan(_col(rows, n)))
+    ]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
     step = _col(rows, "step")
     for ax, name in zip(axes[0], names, strict=True):

@@ -103,8 +103,9 @@ class VLAModule(L.LightningModule):
             raise ValueError("the policy has no trainable parameters (everything frozen?)")
         o = self.optim
         fused = all(p.device.type == "cuda" for p in params)
-        opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
-                                fused=fused or None)
+        opt = torch.optim.AdamW(
+            params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, fused=fused or None
+        )
         from transformers.optimization import (
             get_constant_schedule_with_warmup,
             get_cosine_with_min_lr_schedule_with_warmup,
@@ -112,8 +113,9 @@ class VLAModule(L.LightningModule):
 
         if o.schedule == "cosine":
             total = int(self.trainer.estimated_stepping_batches)
-            sched = get_cosine_with_min_lr_schedule_with_warmup(opt, o.warmup_steps, max(total, o.warmup_steps + 1),
-                                                                min_lr_rate=o.min_lr_ratio)
+            sched = get_cosine_with_min_lr_schedule_with_warmup(
+                opt, o.warmup_steps, max(total, o.warmup_steps + 1), min_lr_rate=o.min_lr_ratio
+            )
         else:
             sched = get_constant_schedule_with_warmup(opt, o.warmup_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

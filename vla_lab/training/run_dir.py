@@ -24,10 +24,31 @@ from pathlib import Path
 from typing import Any
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "lr", "timestamp"]
-VAL_COLUMNS = ["step", "epoch", "val_loss", "l1_error", "direction_accuracy", "gripper_accuracy", "position_l1",
-               "rotation_l1", "timestamp"]
-EVAL_COLUMNS = ["step", "task", "environment", "episodes", "successes", "success_rate", "ci_low", "ci_high",
-                "avg_steps_success", "final_position_error", "interventions", "faults"]
+VAL_COLUMNS = [
+    "step",
+    "epoch",
+    "val_loss",
+    "l1_error",
+    "direction_accuracy",
+    "gripper_accuracy",
+    "position_l1",
+    "rotation_l1",
+    "timestamp",
+]
+EVAL_COLUMNS = [
+    "step",
+    "task",
+    "environment",
+    "episodes",
+    "successes",
+    "success_rate",
+    "ci_low",
+    "ci_high",
+    "avg_steps_success",
+    "final_position_error",
+    "interventions",
+    "faults",
+]
 RUN_MARKER = "config.yaml"
 
 
@@ -39,8 +60,10 @@ def prepare_run_dir(path: str | os.PathLike, *, resume: bool = False) -> Path:
     """Create the run directory; refuse to reuse one that already holds a run unless resuming."""
     path = Path(path)
     if (path / RUN_MARKER).exists() and not resume:
-        raise RunDirExistsError(f"{path} already holds a run (it has {RUN_MARKER}); pick another run_name "
-                                f"or continue it with resume={path}")
+        raise RunDirExistsError(
+            f"{path} already holds a run (it has {RUN_MARKER}); pick another run_name "
+            f"or continue it with resume={path}"
+        )
     if resume and not (path / RUN_MARKER).exists():
         raise FileNotFoundError(f"resume={path}: no run there (no {RUN_MARKER})")
     for sub in ("checkpoints", "figures"):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from vla_lab.config.schemas import to_schema
 from vla_lab.eval.actor import processor_spec
 from vla_lab.eval.config import EvalConfig
-from vla_lab.training.callbacks import StepSeed, PolicyCheckpoint, RunFiles, latest_trainer_state
+from vla_lab.training.callbacks import PolicyCheckpoint, RunFiles, StepSeed, latest_trainer_state
 from vla_lab.training.closed_loop import ClosedLoopEval
 from vla_lab.training.config import CallbacksConfig
 from vla_lab.training.module import OptimConfig, VLAModule
@@ -57,8 +57,12 @@ def train(cfg: DictConfig) -> float | None:
 
     dm = _instantiate(cfg.data)
     dm.setup("fit")
-    log.info("data: %s; %d train / %d val frames", dm.filter_report.summary(), len(dm.train_set),
-             len(dm.val_set) if dm.val_set else 0)
+    log.info(
+        "data: %s; %d train / %d val frames",
+        dm.filter_report.summary(),
+        len(dm.train_set),
+        len(dm.val_set) if dm.val_set else 0,
+    )
     policy = build_policy(cfg, dm)
     module = VLAModule(policy, to_schema(OptimConfig, cfg.optim, where="optim"))
 
@@ -71,15 +75,26 @@ def train(cfg: DictConfig) -> float | None:
     closed_loop = ClosedLoopEval(eval_cfg, run_dir, spec) if eval_cfg.enabled else None
     if closed_loop:
         callbacks.append(closed_loop)  # first: the checkpoint callback reads its metric in the same hook
-    checkpoint = PolicyCheckpoint(run_dir, data_processor, every_n_epochs=cb_cfg.checkpoint.every_n_epochs,
-                                  monitor=monitor, mode=mode, keep_last=cb_cfg.checkpoint.keep_last)
+    checkpoint = PolicyCheckpoint(
+        run_dir,
+        data_processor,
+        every_n_epochs=cb_cfg.checkpoint.every_n_epochs,
+        monitor=monitor,
+        mode=mode,
+        keep_last=cb_cfg.checkpoint.keep_last,
+    )
     run_files = RunFiles(run_dir, cb_cfg.log_every_n_steps)
     callbacks += [checkpoint, run_files, StepSeed(cfg.seed)]
 
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                      default_root_dir=str(run_dir), enable_checkpointing=False,
-                                      enable_progress_bar=cb_cfg.progress_bar)
+    trainer: L.Trainer = _instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        enable_checkpointing=False,
+        enable_progress_bar=cb_cfg.progress_bar,
+    )
     ckpt_path = latest_trainer_state(run_dir) if cfg.get("resume") else None
     if cfg.get("resume") and ckpt_path is None:
         log.warning("resume=%s: no checkpoint with trainer state yet, starting from scratch", run_dir)
@@ -89,8 +104,12 @@ def train(cfg: DictConfig) -> float | None:
     finally:
         _close_loggers(loggers)
         dm.teardown("fit")
-    extra = {"best": checkpoint.best, "closed_loop": closed_loop.history if closed_loop else [],
-             "eval_errors": closed_loop.errors if closed_loop else [], "filter": dm.filter_report.summary()}
+    extra = {
+        "best": checkpoint.best,
+        "closed_loop": closed_loop.history if closed_loop else [],
+        "eval_errors": closed_loop.errors if closed_loop else [],
+        "filter": dm.filter_report.summary(),
+    }
     summary = run_files.summary(trainer, module, extra)
     write_json(run_dir / "summary.json", summary)
     log.info("run directory: %s", run_dir)
