@@ -48,7 +48,7 @@ lint: setup ## ruff
 	$(VENV)/bin/ruff check vla_lab tests
 	$(VENV)/bin/ruff format --check vla_lab tests
 
-demo: setup ## the main job: generate demos, run the data pipeline (training and closed-loop eval follow)
+demo: setup ## the main job: collect sim demos, pretrain a tiny OpenVLA, LoRA fine-tune, evaluate closed-loop, print the table
 	$(PY) -m vla_lab.cli.demo
 
 clean: ## remove generated outputs (keeps .venv)

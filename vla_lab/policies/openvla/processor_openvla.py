@@ -146,4 +146,5 @@ class OpenVLAProcessor:
             # Official checkpoints ship no processor steps: derive them from config.json.
             return cls.from_config(config, tokenizer, norm_stats)
         payload = json.loads(path.read_text())
-        return cls(tokenizer, payload["steps"], payload.get("norm_stats") or norm_stats)
+        # Statistics given by the caller (a new dataset when fine-tuning) join the saved ones.
+        return cls(tokenizer, payload["steps"], {**(payload.get("norm_stats") or {}), **(norm_stats or {})})
