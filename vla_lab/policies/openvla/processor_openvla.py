@@ -8,32 +8,24 @@ Evaluation rebuilds exactly these steps from ``processor_config.json``; nothing 
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from vla_lab.policies.normalization import check_unnorm_key, normalizer_from_entry
 from vla_lab.policies.openvla.configuration_openvla import OpenVLAConfig
-from vla_lab.policies.text_tokenizer import load_tokenizer
-
-PROCESSOR_FILE = "processor_config.json"
+from vla_lab.policies.processor import StepProcessor
 
 
-class OpenVLAProcessor:
+class OpenVLAProcessor(StepProcessor):
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         steps: list[dict[str, Any]],
         norm_stats: dict[str, Any] | None = None,
     ) -> None:
-        self.tokenizer = tokenizer
-        self.steps = steps
-        self.norm_stats = dict(norm_stats or {})
+        super().__init__(tokenizer, steps, norm_stats)
         by_name = {s["step"]: s for s in steps}
         self._image = by_name["check_image"]
         self._norm_image = by_name["normalize_image"]
@@ -123,28 +115,3 @@ class OpenVLAProcessor:
         return ids
 
     # ---- post-processing ----
-    def unnormalize(self, actions: np.ndarray | torch.Tensor, unnorm_key: str | None = None):
-        key = check_unnorm_key(self.norm_stats, unnorm_key)
-        return normalizer_from_entry(self.norm_stats[key]).unnormalize_action(actions)
-
-    # ---- persistence ----
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(str(directory))
-        payload = {"processor_class": type(self).__name__, "steps": self.steps, "norm_stats": self.norm_stats}
-        (directory / PROCESSOR_FILE).write_text(json.dumps(payload, indent=2))
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, config: OpenVLAConfig, norm_stats: dict[str, Any] | None = None
-    ) -> OpenVLAProcessor:
-        directory = Path(directory)
-        tokenizer = load_tokenizer(directory)
-        path = directory / PROCESSOR_FILE
-        if not path.exists():
-            # Official checkpoints ship no processor steps: derive them from config.json.
-            return cls.from_config(config, tokenizer, norm_stats)
-        payload = json.loads(path.read_text())
-        # Statistics given by the caller (a new dataset when fine-tuning) join the saved ones.
-        return cls(tokenizer, payload["steps"], {**(payload.get("norm_stats") or {}), **(norm_stats or {})})

@@ -8,9 +8,7 @@ padding at top/left with black) → ``scale`` to [-1, 1] (SigLIP) → ``pad_stat
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,11 +16,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from vla_lab.config import keys
-from vla_lab.policies.normalization import check_unnorm_key, normalizer_from_entry
+from vla_lab.policies.processor import StepProcessor
 from vla_lab.policies.smolvla.configuration_smolvla import SmolVLAConfig
-from vla_lab.policies.text_tokenizer import load_tokenizer
-
-PROCESSOR_FILE = "processor_config.json"
 
 
 def resize_with_pad(img: torch.Tensor, size: int, pad_value: float = 0.0) -> torch.Tensor:
@@ -33,16 +28,14 @@ def resize_with_pad(img: torch.Tensor, size: int, pad_value: float = 0.0) -> tor
     return F.pad(out, (size - rw, 0, size - rh, 0), value=pad_value)
 
 
-class SmolVLAProcessor:
+class SmolVLAProcessor(StepProcessor):
     def __init__(
         self,
         tokenizer: PreTrainedTokenizerBase,
         steps: list[dict[str, Any]],
         norm_stats: dict[str, Any] | None = None,
     ) -> None:
-        self.tokenizer = tokenizer
-        self.steps = steps
-        self.norm_stats = dict(norm_stats or {})
+        super().__init__(tokenizer, steps, norm_stats)
         self._by_name = {s["step"]: s for s in steps}
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
@@ -106,25 +99,3 @@ class SmolVLAProcessor:
             )
             ids, mask = ids[:, : step["max_length"]], mask[:, : step["max_length"]]
         return ids.to(device), mask.to(device)
-
-    def unnormalize(self, actions, unnorm_key: str | None = None):
-        key = check_unnorm_key(self.norm_stats, unnorm_key)
-        return normalizer_from_entry(self.norm_stats[key]).unnormalize_action(actions)
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        self.tokenizer.save_pretrained(str(directory))
-        payload = {"processor_class": type(self).__name__, "steps": self.steps, "norm_stats": self.norm_stats}
-        (directory / PROCESSOR_FILE).write_text(json.dumps(payload, indent=2))
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, config: SmolVLAConfig, norm_stats=None
-    ) -> SmolVLAProcessor:
-        directory = Path(directory)
-        tokenizer = load_tokenizer(directory)
-        path = directory / PROCESSOR_FILE
-        if not path.exists():
-            return cls.from_config(config, tokenizer, norm_stats)
-        payload = json.loads(path.read_text())
-        return cls(tokenizer, payload["steps"], {**(payload.get("norm_stats") or {}), **(norm_stats or {})})
