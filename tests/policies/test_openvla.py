@@ -324,8 +324,11 @@ def test_fine_tuning_a_saved_base_keeps_the_new_dataset_statistics(tiny, tmp_pat
     tiny.save_pretrained(tmp_path / "base")
     cfg = tiny_cfg()
     cfg.pretrained = str(tmp_path / "base")
-    tuned = make_policy(cfg, peft_spec_from({"method": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj"]}),
-                        norm_stats={"target": norm_entry(seed=1)})
+    tuned = make_policy(
+        cfg,
+        peft_spec_from({"method": "lora", "r": 4, "alpha": 8, "target_modules": ["q_proj"]}),
+        norm_stats={"target": norm_entry(seed=1)},
+    )
     assert sorted(tuned.processor.norm_stats) == ["demo", "target"]
     tuned.save_pretrained(tmp_path / "tuned")
     loaded = load_policy(tmp_path / "tuned")
