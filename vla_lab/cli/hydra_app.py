@@ -23,6 +23,7 @@ def register_all() -> None:
     from vla_lab.config.schemas import register_configs as register_data
     from vla_lab.eval.config import register_configs as register_eval
     from vla_lab.policies.config import register_configs as register_policies
+    from vla_lab.serve.config import register_configs as register_serve
     from vla_lab.sim.config import register_configs as register_sim
     from vla_lab.training.config import register_configs as register_training
 
@@ -31,6 +32,7 @@ def register_all() -> None:
     register_sim()
     register_eval()
     register_training()
+    register_serve()
 
 
 def compose(
