@@ -47,12 +47,15 @@ class RunFiles(L.Callback):
         self.val_log = CsvLog(self.run_dir / "validation_log.csv", VAL_COLUMNS)
         self._start = time.time()
         self._samples = 0
+        self.local_samples = 0  # this process's share (= _samples on one device)
         self._train_time = 0.0
         self._t_batch: float | None = None
+        self._prev_step = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
         step = trainer.global_step  # restored by now when resuming
-        if step:  # resumed: forget rows written after the checkpoint
+        self._prev_step = step
+        if step and trainer.is_global_zero:  # resumed: forget rows written after the checkpoint
             self.train_log.truncate_after(step)
             self.val_log.truncate_after(step)
 
@@ -62,11 +65,14 @@ class RunFiles(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         from vla_lab.config import keys
 
-        self._samples += len(batch[keys.TASK])
+        self.local_samples += len(batch[keys.TASK])
+        self._samples += len(batch[keys.TASK]) * trainer.world_size  # every rank draws a batch
         if self._t_batch is not None:
             self._train_time += time.perf_counter() - self._t_batch
         step = trainer.global_step
-        if step % self.every == 0 or step == 1:
+        # one row per optimizer step (with gradient accumulation several batches share a step)
+        stepped, self._prev_step = step != self._prev_step, step
+        if trainer.is_global_zero and stepped and (step % self.every == 0 or step == 1):
             loss = outputs["loss"] if isinstance(outputs, dict) else outputs
             self.train_log.write(
                 [
@@ -81,7 +87,7 @@ class RunFiles(L.Callback):
             )
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         row = {
             "step": trainer.global_step,
@@ -101,6 +107,7 @@ class RunFiles(L.Callback):
             "global_step": trainer.global_step,
             "epochs": trainer.current_epoch,
             "wall_time_s": round(time.time() - self._start, 1),
+            "world_size": trainer.world_size,
             "samples_seen": self._samples,
             "train_samples_per_s": round(self._samples / self._train_time, 2) if self._train_time else None,
             "peak_memory_mb": round(peak_memory_mb(), 1),
@@ -111,7 +118,8 @@ class RunFiles(L.Callback):
         }
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        figures.draw_all(self.run_dir)
+        if trainer.is_global_zero:
+            figures.draw_all(self.run_dir)
 
 
 class PolicyCheckpoint(L.Callback):
@@ -146,26 +154,32 @@ class PolicyCheckpoint(L.Callback):
 
     # -- saving ---------------------------------------------------------------------------------
     def save(self, trainer, pl_module) -> Path:
+        # Every rank takes the same branches (decisions come from rank 0): saving the trainer state
+        # is collective under DDP/FSDP; only rank 0 writes files.
         step = trainer.global_step
         final = self.dir / f"checkpoint-{step}"
-        if final.exists():
+        if trainer.strategy.broadcast(final.exists()):
             return final
+        zero = trainer.is_global_zero
         tmp = self.dir / f".checkpoint-{step}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        pl_module.policy.save_pretrained(tmp)
-        write_json(tmp / DATA_PROCESSOR, self.data_processor)
+        if zero:
+            shutil.rmtree(tmp, ignore_errors=True)
+            pl_module.policy.save_pretrained(tmp)
+            write_json(tmp / DATA_PROCESSOR, self.data_processor)
         if self.save_trainer_state:
             trainer.save_checkpoint(tmp / TRAINER_STATE)
-        write_json(
-            tmp / "checkpoint_info.json",
-            {
-                "step": step,
-                "epoch": trainer.current_epoch,
-                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
-            },
-        )
-        tmp.rename(final)
-        self._prune()
+        if zero:
+            write_json(
+                tmp / "checkpoint_info.json",
+                {
+                    "step": step,
+                    "epoch": trainer.current_epoch,
+                    "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+                },
+            )
+            tmp.rename(final)
+            self._prune()
+        trainer.strategy.barrier("PolicyCheckpoint.save")
         return final
 
     def _prune(self) -> None:
@@ -180,11 +194,12 @@ class PolicyCheckpoint(L.Callback):
         return best is None or (value < best if self.mode == "min" else value > best)
 
     def update_best(self, trainer, pl_module) -> None:
-        value = _metric(trainer, self.monitor)
+        value = trainer.strategy.broadcast(_metric(trainer, self.monitor))
         if not self._improved(value):
             return
         path = self.save(trainer, pl_module)
-        replace_dir(path, self.run_dir / "best")
+        if trainer.is_global_zero:
+            replace_dir(path, self.run_dir / "best")
         self.best = {"metric": self.monitor, "value": value, "step": trainer.global_step}
         log.info("best %s = %.4f at step %d", self.monitor, value, trainer.global_step)
 
@@ -199,14 +214,19 @@ class PolicyCheckpoint(L.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         path = self.save(trainer, pl_module)
-        replace_dir(path, self.run_dir / "final")
-        if not (self.run_dir / "best").exists():  # nothing monitored: the final model is the best we know
-            replace_dir(path, self.run_dir / "best")
+        zero = trainer.is_global_zero
+        if zero:
+            replace_dir(path, self.run_dir / "final")
+        # nothing monitored: the final model is the best we know
+        if not trainer.strategy.broadcast((self.run_dir / "best").exists()):
+            if zero:
+                replace_dir(path, self.run_dir / "best")
             self.best = {
                 "metric": self.monitor,
-                "value": _metric(trainer, self.monitor),
+                "value": trainer.strategy.broadcast(_metric(trainer, self.monitor)),
                 "step": trainer.global_step,
             }
+        trainer.strategy.barrier("PolicyCheckpoint.final")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
@@ -227,7 +247,8 @@ class StepSeed(L.Callback):
         self.seed = seed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        s = (self.seed * 1_000_003 + trainer.global_step) % 2**32
+        # each rank its own stream (rank 0's is the single-process one)
+        s = (self.seed * 1_000_003 + trainer.global_step + 7_919 * trainer.global_rank) % 2**32
         torch.manual_seed(s)
         np.random.seed(s)
         random.seed(s)

@@ -36,8 +36,8 @@ class ClosedLoopEval(L.Callback):
 
     def _run(self, trainer, pl_module) -> None:
         step = trainer.global_step
-        if step == self._last_step or trainer.sanity_checking:
-            return
+        if step == self._last_step or trainer.sanity_checking or not trainer.is_global_zero:
+            return  # under DDP rank 0 evaluates; checkpoint selection broadcasts its result
         self._last_step = step
         started = time.perf_counter()
         try:

@@ -87,10 +87,11 @@ class VLAModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, logs = self.policy(batch)
         n = len(batch[keys.TASK])
-        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+        # epoch-level means over every rank's share of the validation set (a no-op on one device)
+        self.log("val/loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
         for name, value in logs.items():
             if name != "loss":
-                self.log(f"val/{name}", value, batch_size=n)
+                self.log(f"val/{name}", value, batch_size=n, sync_dist=True)
         return loss
 
     # -- optimization -----------------------------------------------------------------------------

@@ -50,6 +50,8 @@ EVAL_COLUMNS = [
     "faults",
 ]
 RUN_MARKER = "config.yaml"
+#: written by a multirun job that failed: {"error", "traceback", "job_num", "overrides"}
+FAILED_MARKER = "failed.json"
 
 
 class RunDirExistsError(FileExistsError):
