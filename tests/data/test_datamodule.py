@@ -231,3 +231,10 @@ def test_augmentation_is_a_function_of_the_sample_seed(demo_file):
     torch.manual_seed(0)
     d = ds[(3, 11)][key]
     assert torch.equal(a, d)  # global random state plays no part
+
+
+def test_processor_config_records_the_camera_resolution(demo_file):
+    """Evaluation renders at the resolution the training images had, so crop and resize match."""
+    dm = _dm(demo_file, image_size=24)
+    cfg = dm.processor_config()
+    assert cfg["camera_size"] == 32 and cfg["image_size"] == 24

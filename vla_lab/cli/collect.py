@@ -38,6 +38,7 @@ def _main(cfg: DictConfig) -> None:
             env_kwargs=env_kwargs(cfg.sim),
             noise_std=cfg.expert.noise_std,
             random_action_prob=cfg.expert.random_action_prob,
+            label=cfg.expert.label,
             keep_failures=cfg.keep_failures,
             max_attempts_factor=cfg.max_attempts_factor,
             append=cfg.append,

@@ -203,12 +203,20 @@ class DemoDataModule(L.LightningDataModule):
         return {
             "cameras": list(self.cfg.cameras),
             "image_size": self.cfg.image_size,
+            "camera_size": self.camera_size(),
             "eval_crop_area": eval_crop_area(self.cfg.augmentation),
             "chunk_size": self.cfg.chunk_size,
             "proprio_keys": self.proprio_keys,
             "action_space": self.action_space.to_json(),
             "normalizer": self.normalizer.to_dict(),
         }
+
+    def camera_size(self) -> int:
+        """The recorded images' side length: evaluation renders at it, so crop and resize match training."""
+        ep = self.train_set.episodes[0]
+        src = self.sources[ep.file]
+        with src.open() as f:
+            return int(src.image_dataset(f, ep.demo, self.cfg.cameras[0]).shape[1])
 
     def eval_image_transform(self):
         return build_image_transform(self.cfg.augmentation, self.cfg.image_size, train=False)

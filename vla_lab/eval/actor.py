@@ -34,6 +34,8 @@ def processor_spec(data_processor: dict[str, Any], unnorm_key: str | None = None
     themselves travel inside the policy (``norm_stats``); ``unnorm_key`` says which of them it was
     trained with, so a policy fine-tuned from another (carrying both) is still unambiguous."""
     spec = {k: data_processor[k] for k in ("cameras", "image_size", "eval_crop_area", "proprio_keys")}
+    # checkpoints from before the recorded camera size was saved trained on 224 px renders
+    spec["camera_size"] = int(data_processor.get("camera_size", 224))
     spec["unnorm_key"] = unnorm_key if unnorm_key is not None else data_processor.get("unnorm_key")
     return spec
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -23,8 +24,9 @@ class EvalConfig:
     every_n_epochs: int = 1
     #: step budget; null = each task's own budget
     max_steps: int | None = None
-    #: rendered camera resolution (the policy's own transform then crops/resizes as in training)
-    render_size: int = 224
+    #: rendered camera resolution; null = the resolution the policy's training images had (its own
+    #: transform then crops and resizes exactly as in training)
+    render_size: int | None = None
     #: GIFs of the first N episodes per task, in figures/
     videos_per_task: int = 1
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
@@ -35,6 +37,9 @@ class EvalConfig:
             raise ConfigError(f"eval.episodes_per_task: must be >= 1, got {self.episodes_per_task}")
         if not self.tasks or not self.environments:
             raise ConfigError("eval.tasks and eval.environments need at least one entry each")
+
+    def render_size_for(self, spec: dict[str, Any]) -> int:
+        return int(self.render_size or spec.get("camera_size", 224))
 
     def check_names(self) -> None:
         """Unknown task/environment names fail before any training starts, listing the valid ones."""

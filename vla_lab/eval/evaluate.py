@@ -37,7 +37,7 @@ def evaluate_policy(
 
     own_env = env is None
     env = env or SimEnv(
-        cfg.tasks[0], cfg.environments[0], cameras=list(spec["cameras"]), image_size=cfg.render_size
+        cfg.tasks[0], cfg.environments[0], cameras=list(spec["cameras"]), image_size=cfg.render_size_for(spec)
     )
     normalizer = policy_normalizer(policy, unnorm_key if unnorm_key is not None else spec.get("unnorm_key"))
     actor = PolicyActor(policy, spec, normalizer, execution=cfg.execution)

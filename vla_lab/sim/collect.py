@@ -18,6 +18,7 @@ from vla_lab.sim.expert import ScriptedExpert
 
 ENV_NAME = "tabletop"
 PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
+LABELS = ("clean", "executed")
 
 
 def action_space() -> ActionSpace:
@@ -48,7 +49,14 @@ class Episode:
     steps: int
 
 
-def run_expert_episode(env: SimEnv, expert: ScriptedExpert, task: str, seed: int) -> Episode:
+def run_expert_episode(
+    env: SimEnv, expert: ScriptedExpert, task: str, seed: int, *, label: str = "clean"
+) -> Episode:
+    """One expert episode. ``label="clean"`` records the expert's unperturbed action at every visited
+    state while the perturbed one is executed (DART): the policy then learns to recover from the
+    drift noise causes, without learning the noise. ``label="executed"`` records what was executed."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
     obs, info = env.reset(seed=seed, options={"task": task})
     expert.reset(seed)
     frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
@@ -60,9 +68,10 @@ def run_expert_episode(env: SimEnv, expert: ScriptedExpert, task: str, seed: int
             frames[c].append(obs[c])
         for k in PROPRIO_KEYS:
             proprio[k].append(obs[k])
+        clean = expert.clean_action(info)
         a = expert.act(info)
         obs, r, term, trunc, info = env.step(a)
-        actions.append(a)
+        actions.append(clean if label == "clean" else a)
         rewards.append(r)
         dones.append(term or trunc)
         if term or trunc:
@@ -119,6 +128,7 @@ def collect(
     env_kwargs: dict[str, Any] | None = None,
     noise_std: float = 0.0,
     random_action_prob: float = 0.0,
+    label: str = "clean",
     keep_failures: bool = False,
     max_attempts_factor: float = 2.0,
     append: bool = False,
@@ -147,7 +157,7 @@ def collect(
         "orientation_convention": man["orientation_convention"],
         "image_size": env.image_size,
         "randomization": env.randomization,
-        "expert": {"noise_std": noise_std, "random_action_prob": random_action_prob},
+        "expert": {"noise_std": noise_std, "random_action_prob": random_action_prob, "label": label},
     }
     summary = CollectSummary(out=str(out), per_task={t: TaskCount() for t in tasks})
     bar = None
@@ -172,7 +182,7 @@ def collect(
                 limit = math.ceil(episodes_per_task * max_attempts_factor)
                 while count.kept < episodes_per_task and count.attempts < limit:
                     s = episode_seed(seed, ti, count.attempts)
-                    ep = run_expert_episode(env, expert, task, s)
+                    ep = run_expert_episode(env, expert, task, s, label=label)
                     count.attempts += 1
                     count.successes += ep.success
                     count.steps += ep.steps

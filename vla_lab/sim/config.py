@@ -54,6 +54,9 @@ class ExpertConfig:
     noise_std: float = 0.0
     #: probability per step of replacing the expert's action with a random motion (gripper kept)
     random_action_prob: float = 0.0
+    #: which action the file records: "clean" = the expert's own action at each visited state while the
+    #: perturbed one is executed (DART: recovery data without noisy labels), "executed" = what ran
+    label: str = "clean"
 
 
 @dataclass

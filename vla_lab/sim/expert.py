@@ -30,13 +30,21 @@ class ScriptedExpert:
     def reset(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
 
-    def act(self, info: dict[str, Any]) -> np.ndarray:
+    @staticmethod
+    def clean_action(info: dict[str, Any]) -> np.ndarray:
+        """The expert's own action for the current state, unperturbed (what DART-style labels record)."""
         try:
-            a = np.asarray(info["expert_action"], dtype=np.float32)
+            a = np.array(info["expert_action"], dtype=np.float32)
         except KeyError as e:
             raise KeyError("info has no 'expert_action'; it comes from SimEnv.reset/step") from e
         if a.shape != (7,):
             raise ValueError(f"expert_action must have 7 values, got shape {a.shape}")
+        a[:6] = np.clip(a[:6], -1, 1)
+        return a
+
+    def act(self, info: dict[str, Any]) -> np.ndarray:
+        """The action to execute: the clean action, perturbed as configured."""
+        a = self.clean_action(info)
         if self.random_action_prob > 0 and self.rng.random() < self.random_action_prob:
             a[:6] = self.rng.uniform(-1, 1, 6)
         if self.noise_std > 0:

@@ -48,7 +48,7 @@ class ClosedLoopEval(L.Callback):
                     self.cfg.tasks[0],
                     self.cfg.environments[0],
                     cameras=list(self.spec["cameras"]),
-                    image_size=self.cfg.render_size,
+                    image_size=self.cfg.render_size_for(self.spec),
                 )
             out = evaluate_policy(
                 pl_module.policy, self.spec, self.cfg, env=self._env, run_dir=self.run_dir, step=step

@@ -30,11 +30,14 @@ class ViTSpec:
     depth: int | None = None
     num_heads: int | None = None
     mlp_ratio: float | None = None
+    #: LayerScale init (timm ``init_values``); null = the model's own (1e-5 for DINOv2). Small models
+    #: trained from scratch need ~1: at 1e-5 every block starts as the identity and barely trains
+    init_values: float | None = None
     mean: list[float] = field(default_factory=lambda: list(DINOV2_MEAN))
     std: list[float] = field(default_factory=lambda: list(DINOV2_STD))
 
     def timm_kwargs(self) -> dict[str, Any]:
-        sizes = {k: getattr(self, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")}
+        sizes = {k: getattr(self, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "init_values")}
         return {k: v for k, v in sizes.items() if v is not None}
 
 
