@@ -137,14 +137,18 @@ def test_tiny_train_closed_loop_eval_and_wandb_offline(tmp_path, data_file, monk
         "eval.episodes_per_task=2",
         "eval.max_steps=6",
         "eval.render_size=64",
+        "eval.every_n_steps=2",
         "callbacks.progress_bar=false",
         "trainer.precision=bf16-mixed",
     )
     train(cfg)
     rows = (run / "eval_log.csv").read_text().splitlines()
     assert rows[0].startswith("step,task,environment,episodes,successes,success_rate,ci_low,ci_high")
-    assert len(rows) == 2 and ",reach_target,studio,2," in rows[1]
+    # every 2 steps (2, 4); the epoch-end and final evaluations at step 4 are not repeated
+    assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"]
+    assert all(",reach_target,studio,2," in r for r in rows[1:])
     summary = json.loads((run / "summary.json").read_text())
+    assert [e["step"] for e in summary["closed_loop"]] == [2, 4]
     assert summary["closed_loop"][-1]["overall"]["episodes"] == 2
     assert summary["best"]["metric"] == "eval/success_rate" and summary["eval_errors"] == []
     for name in ("training_loss.png", "validation_metrics.png", "success_rates.png"):

@@ -22,6 +22,8 @@ class EvalConfig:
     seed: int = 1000
     #: evaluate every N training epochs (0 = only at the end)
     every_n_epochs: int = 1
+    #: also evaluate every N optimizer steps (0 = off); for long epochs or step-budgeted runs
+    every_n_steps: int = 0
     #: step budget; null = each task's own budget
     max_steps: int | None = None
     #: rendered camera resolution; null = the resolution the policy's training images had (its own
@@ -35,6 +37,8 @@ class EvalConfig:
     def __post_init__(self):
         if self.episodes_per_task < 1:
             raise ConfigError(f"eval.episodes_per_task: must be >= 1, got {self.episodes_per_task}")
+        if self.every_n_epochs < 0 or self.every_n_steps < 0:
+            raise ConfigError("eval.every_n_epochs and eval.every_n_steps must be >= 0 (0 = off)")
         if not self.tasks or not self.environments:
             raise ConfigError("eval.tasks and eval.environments need at least one entry each")
 

@@ -1,6 +1,6 @@
 """Closed-loop evaluation during training: episodes in the simulator with the policy being trained.
 
-Runs every ``eval.every_n_epochs`` epochs and at the end of training, writes ``eval_log.csv`` rows
+Runs every ``eval.every_n_epochs`` epochs and/or ``eval.every_n_steps`` steps, and at the end of training, writes ``eval_log.csv`` rows
 and GIFs, and exposes ``eval/success_rate`` (mean over tasks) for checkpoint selection. An
 evaluation that fails as a whole (the simulator cannot start, ...) is logged and recorded in the
 summary; training goes on.
@@ -86,6 +86,12 @@ class ClosedLoopEval(L.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         every = self.cfg.every_n_epochs
         if every > 0 and (trainer.current_epoch + 1) % every == 0 and not trainer.fast_dev_run:
+            self._run(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        every = self.cfg.every_n_steps
+        step = trainer.global_step
+        if every > 0 and step > 0 and step % every == 0 and not trainer.fast_dev_run:
             self._run(trainer, pl_module)
 
     def on_fit_end(self, trainer, pl_module) -> None:
