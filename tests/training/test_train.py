@@ -118,6 +118,35 @@ def test_checkpoint_evaluates_standalone(tmp_path, data_file):
     assert all(e["steps"] <= 5 for e in result["episodes"])
     assert (tmp_path / "eval_out" / "eval_table.md").read_text().startswith("| task |")
     assert list((tmp_path / "eval_out" / "figures").glob("episode_reach_target_*.gif"))
+    _parallel_environments_match_sequential(run / "final", tmp_path)
+
+
+def _parallel_environments_match_sequential(checkpoint, tmp_path):
+    """Two simulators side by side (shared weights, one action queue each) give the sequential run's
+    episodes exactly, in plan order, with the same recorded videos."""
+    from vla_lab.eval.actor import processor_spec
+    from vla_lab.eval.config import EvalConfig
+    from vla_lab.eval.evaluate import evaluate_policy
+    from vla_lab.policies.factory import load_policy
+
+    policy = load_policy(checkpoint).train()
+    spec = processor_spec(json.loads((checkpoint / "data_processor.json").read_text()))
+    episodes = {}
+    for n in (1, 2):
+        cfg = EvalConfig(
+            tasks=["reach_target", "pick_block"],
+            environments=["studio"],
+            episodes_per_task=2,
+            max_steps=5,
+            render_size=64,
+            num_envs=n,
+            videos_per_task=1,
+        )
+        out = evaluate_policy(policy, spec, cfg, run_dir=tmp_path / f"parallel_{n}")
+        episodes[n] = [(r.task, r.seed, r.success, r.steps, r.final_distance) for r in out["results"]]
+        assert len(out["videos"]) == 2  # the first episode of each task
+    assert len(episodes[1]) == 4 and episodes[1] == episodes[2]
+    assert policy.training  # evaluation ran in eval mode and restored the caller's mode
 
 
 @pytest.mark.sim

@@ -15,7 +15,7 @@ import torch
 from vla_lab.data.stats import write_json_atomic
 
 #: Benchmark modules under vla_lab.bench; each exposes ``run(out_dir) -> dict``.
-BENCHMARKS = ("data", "sim", "policies", "serve")
+BENCHMARKS = ("data", "sim", "policies", "training", "evaluation", "serve")
 
 
 def environment() -> dict:

@@ -1,6 +1,7 @@
-"""``vla-collect``: scripted-expert demonstrations from the simulator into an HDF5 file.
+"""``vla-collect``: scripted-expert demonstrations, or rollouts of a trained policy, into an HDF5 file.
 
     vla-collect tasks=[pick_block,stack_blocks] environment=workshop episodes_per_task=20 out=demos.hdf5 seed=0
+    vla-collect policy.checkpoint=<run>/final policy.label=expert out=demos.hdf5 append=true   # DAgger
 
 Composes ``conf/collect.yaml`` (+ the ``sim/`` group); prints per-task success counts at the end.
 Exit codes: 0 every task reached its episode count, 1 some task fell short, 2 bad configuration.
@@ -12,7 +13,7 @@ import json
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vla_lab.config import CONF_DIR
 from vla_lab.sim.config import register_configs
@@ -43,6 +44,8 @@ def _main(cfg: DictConfig) -> None:
             max_attempts_factor=cfg.max_attempts_factor,
             append=cfg.append,
             progress=cfg.progress,
+            policy=OmegaConf.to_object(cfg.policy),
+            max_steps=cfg.max_steps,
         )
     except ValueError as e:
         print(f"vla-collect: {e}", file=sys.stderr)

@@ -29,6 +29,8 @@ class EvalConfig:
     #: rendered camera resolution; null = the resolution the policy's training images had (its own
     #: transform then crops and resizes exactly as in training)
     render_size: int | None = None
+    #: simulators run side by side (one browser and one thread each; the policy's weights are shared)
+    num_envs: int = 1
     #: GIFs of the first N episodes per task, in figures/
     videos_per_task: int = 1
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
@@ -37,6 +39,8 @@ class EvalConfig:
     def __post_init__(self):
         if self.episodes_per_task < 1:
             raise ConfigError(f"eval.episodes_per_task: must be >= 1, got {self.episodes_per_task}")
+        if self.num_envs < 1:
+            raise ConfigError(f"eval.num_envs: must be >= 1, got {self.num_envs}")
         if self.every_n_epochs < 0 or self.every_n_steps < 0:
             raise ConfigError("eval.every_n_epochs and eval.every_n_steps must be >= 0 (0 = off)")
         if not self.tasks or not self.environments:

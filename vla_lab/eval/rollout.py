@@ -10,8 +10,10 @@ the next reset, so one fault never ends an evaluation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Protocol
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,9 +102,9 @@ def run_episodes(
     progress: Callable[[EpisodeResult], None] | None = None,
 ) -> list[EpisodeResult]:
     """Episodes for each ``(task, environment, seed)``; frames kept for the first ``record_first`` per task."""
-    results, recorded = [], {}
-    for task, environment, seed in plan:
-        record = recorded.get(task, 0) < record_first
+    plan = list(plan)
+    results = []
+    for (task, environment, seed), record in zip(plan, recording_flags(plan, record_first), strict=True):
         result = run_episode(
             env,
             actor,
@@ -113,11 +115,68 @@ def run_episodes(
             safety=safety,
             record=record,
         )
-        recorded[task] = recorded.get(task, 0) + int(record)
         results.append(result)
         if progress:
             progress(result)
     return results
+
+
+def recording_flags(plan: Sequence[tuple[str, str, int]], record_first: int) -> list[bool]:
+    """Frames are kept for the first ``record_first`` episodes of each task, in plan order."""
+    seen: dict[str, int] = {}
+    flags = []
+    for task, _, _ in plan:
+        flags.append(seen.get(task, 0) < record_first)
+        seen[task] = seen.get(task, 0) + 1
+    return flags
+
+
+def run_episodes_parallel(
+    workers: Sequence[tuple[Any, Actor, SafetyWrapper | None]],
+    plan: Iterable[tuple[str, str, int]],
+    *,
+    max_steps: int | None = None,
+    record_first: int = 0,
+    progress: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """The plan's episodes over several ``(env, actor, safety)`` workers, one thread each.
+
+    Each worker takes the next unstarted episode when it finishes one, so a slow episode never idles
+    the others; results come back in plan order and are the same as a sequential run's, because an
+    episode depends only on its seed and the actor's state is reset for every episode. Threads
+    suffice: the simulator works in its own browser process and torch releases the GIL.
+    """
+    plan = list(plan)
+    flags = recording_flags(plan, record_first)
+    results: list[EpisodeResult | None] = [None] * len(plan)
+    lock = threading.Lock()
+    next_index = iter(range(len(plan)))
+
+    def work(env, actor, safety) -> None:
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            task, environment, seed = plan[i]
+            results[i] = run_episode(
+                env,
+                actor,
+                task=task,
+                environment=environment,
+                seed=seed,
+                max_steps=max_steps,
+                safety=safety,
+                record=flags[i],
+            )
+            if progress:
+                with lock:
+                    progress(results[i])
+
+    with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="eval-env") as pool:
+        for future in [pool.submit(work, *w) for w in workers]:
+            future.result()  # re-raises a worker's unexpected error
+    return [r for r in results if r is not None]
 
 
 def episode_plan(

@@ -11,6 +11,7 @@ exponential weights ``w_i = exp(-coeff * i)`` (i = 0 for the oldest prediction, 
 from __future__ import annotations
 
 import abc
+import copy
 from collections import deque
 from collections.abc import Mapping, Sequence
 
@@ -118,6 +119,18 @@ class VLAPolicy(nn.Module, abc.ABC):
         self._queue.clear()
         if self._ensembler is not None:
             self._ensembler.reset()
+
+    def execution_view(self) -> VLAPolicy:
+        """The same policy (shared weights, no copy) with its own action queue and ensembler, so
+        several episodes can run concurrently, one view each."""
+        view = copy.copy(self)
+        view._queue = deque()
+        view._ensembler = (
+            TemporalEnsembler(self.temporal_ensemble_coeff, self.chunk_size)
+            if self.temporal_ensemble_coeff is not None
+            else None
+        )
+        return view
 
 
 def check_images(observation: Batch, cameras: Sequence[str], size: int) -> list[torch.Tensor]:

@@ -13,12 +13,16 @@ import numpy as np
 from vla_lab.data.format import ActionSpace
 from vla_lab.data.writer import DemoWriter
 from vla_lab.sim import manifest as mf
+from vla_lab.sim.actors import EXPERT, Actor, CheckpointActor, ExpertActor, MixtureActor
+from vla_lab.sim.config import PolicyCollectConfig
 from vla_lab.sim.env import SimEnv
 from vla_lab.sim.expert import ScriptedExpert
 
 ENV_NAME = "tabletop"
 PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
 LABELS = ("clean", "executed")
+#: labels meaning "the scripted expert's own action at the visited state"
+EXPERT_LABELS = ("clean", "expert")
 
 
 def action_space() -> ActionSpace:
@@ -47,6 +51,10 @@ class Episode:
     dones: np.ndarray
     final_distance: float
     steps: int
+    #: the actions that ran (``actions`` holds the recorded labels)
+    executed: np.ndarray | None = None
+    #: steps at which the scripted expert chose the executed action
+    expert_steps: int = 0
 
 
 def run_expert_episode(
@@ -57,21 +65,47 @@ def run_expert_episode(
     drift noise causes, without learning the noise. ``label="executed"`` records what was executed."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, got {label!r}")
-    obs, info = env.reset(seed=seed, options={"task": task})
-    expert.reset(seed)
+    return run_episode(env, ExpertActor(expert), task, seed, label=label)
+
+
+def run_episode(
+    env: SimEnv,
+    actor: Actor,
+    task: str,
+    seed: int,
+    *,
+    label: str = "expert",
+    max_steps: int | None = None,
+) -> Episode:
+    """One episode driven by ``actor`` (expert, policy or mixture), recorded step by step.
+
+    ``label`` chooses the recorded action: ``"expert"`` (or ``"clean"``) = the scripted expert's own
+    action at every visited state (``info["expert_action"]``: DART for a perturbed expert, DAgger for
+    a policy), ``"executed"`` = the action that ran. ``Episode.executed`` always holds what ran and
+    ``Episode.expert_steps`` how many of those steps the expert chose. ``max_steps`` shortens the
+    task's own step budget."""
+    if label not in EXPERT_LABELS + ("executed",):
+        raise ValueError(f"label must be one of {EXPERT_LABELS + ('executed',)}, got {label!r}")
+    options: dict[str, Any] = {"task": task}
+    if max_steps is not None:
+        options["max_steps"] = int(max_steps)
+    obs, info = env.reset(seed=seed, options=options)
+    actor.reset(seed)
     frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
     proprio: dict[str, list[np.ndarray]] = {k: [] for k in PROPRIO_KEYS}
-    actions, rewards, dones = [], [], []
-    max_steps = int(info["max_steps"])
-    for _ in range(max_steps):
+    labels, executed, rewards, dones = [], [], [], []
+    expert_steps = 0
+    for _ in range(int(info["max_steps"])):
         for c in env.cameras:
             frames[c].append(obs[c])
         for k in PROPRIO_KEYS:
             proprio[k].append(obs[k])
-        clean = expert.clean_action(info)
-        a = expert.act(info)
+        clean = ScriptedExpert.clean_action(info)
+        a = np.asarray(actor.act(obs, info), dtype=np.float32)
+        expert_steps += actor.last_source == EXPERT
         obs, r, term, trunc, info = env.step(a)
-        actions.append(clean if label == "clean" else a)
+        labels.append(clean if label in EXPERT_LABELS else a)
+        executed.append(a)
         rewards.append(r)
         dones.append(term or trunc)
         if term or trunc:
@@ -81,13 +115,15 @@ def run_expert_episode(
         seed=seed,
         instruction=str(info["instruction"]),
         success=bool(info["success"]),
-        actions=np.stack(actions).astype(np.float32),
+        actions=np.stack(labels).astype(np.float32),
         images={c: np.stack(v) for c, v in frames.items()},
         proprio={k: np.stack(v).astype(np.float32) for k, v in proprio.items()},
         rewards=np.asarray(rewards, np.float32),
         dones=np.asarray(dones, bool),
         final_distance=float(info["distance_to_goal"]),
-        steps=len(actions),
+        steps=len(labels),
+        executed=np.stack(executed).astype(np.float32),
+        expert_steps=expert_steps,
     )
 
 
@@ -104,6 +140,8 @@ class CollectSummary:
     out: str
     per_task: dict[str, TaskCount] = field(default_factory=dict)
     seconds: float = 0.0
+    #: who acted: "expert", "policy" or "mixture"
+    actor: str = "expert"
 
     @property
     def steps(self) -> int:
@@ -112,10 +150,68 @@ class CollectSummary:
     def as_dict(self) -> dict[str, Any]:
         return {
             "out": self.out,
+            "actor": self.actor,
             "seconds": round(self.seconds, 2),
             "steps_per_second": round(self.steps / self.seconds, 1) if self.seconds else None,
             "tasks": {t: vars(c) for t, c in self.per_task.items()},
         }
+
+
+def _check_append_target(out: Path, cameras: tuple[str, ...], image_size: int) -> None:
+    """Appending must not mix image sizes or drop cameras: the file's first demo says what it holds."""
+    import h5py
+
+    from vla_lab.data.format import camera_dataset
+
+    with h5py.File(out, "r") as f:
+        data = f.get("data")
+        if data is None or "demo_0" not in data:
+            return
+        obs = data["demo_0"]["obs"]
+        for cam in cameras:
+            key = camera_dataset(cam)
+            if key not in obs:
+                raise ValueError(f"out={out} has no camera {cam!r}; sim.cameras must match the file's")
+            size = int(obs[key].shape[1])
+            if size != image_size:
+                raise ValueError(
+                    f"out={out} holds {size} px {cam} images but this collection renders {image_size} px "
+                    f"(sim.image_size); append with sim.image_size={size}"
+                )
+
+
+def make_actor(
+    policy: PolicyCollectConfig | None,
+    expert: ScriptedExpert,
+    *,
+    cameras: tuple[str, ...],
+    image_size: int,
+) -> Actor:
+    """The scripted expert, or the checkpoint's policy (mixed with the expert when ``policy.beta > 0``),
+    checked against the simulator's cameras and image size before any episode runs."""
+    if policy is None or policy.checkpoint is None:
+        return ExpertActor(expert)
+    ckpt = CheckpointActor(
+        policy.checkpoint,
+        n_action_steps=policy.execution.n_action_steps,
+        temporal_ensemble_coeff=policy.execution.temporal_ensemble_coeff,
+        unnorm_key=policy.unnorm_key,
+        device=policy.device,
+    )
+    missing = [c for c in ckpt.cameras if c not in cameras]
+    if missing:
+        raise ValueError(
+            f"policy.checkpoint={policy.checkpoint} was trained on cameras {ckpt.cameras}; "
+            f"sim.cameras={list(cameras)} lacks {missing}"
+        )
+    if ckpt.camera_size != image_size:
+        raise ValueError(
+            f"policy.checkpoint={policy.checkpoint} was trained on {ckpt.camera_size} px camera images "
+            f"but sim.image_size={image_size}; collect with sim.image_size={ckpt.camera_size}"
+        )
+    if policy.beta > 0:
+        return MixtureActor(ckpt, ExpertActor(expert), policy.beta)
+    return ckpt
 
 
 def collect(
@@ -133,7 +229,13 @@ def collect(
     max_attempts_factor: float = 2.0,
     append: bool = False,
     progress: bool = True,
+    policy: PolicyCollectConfig | None = None,
+    max_steps: int | None = None,
 ) -> CollectSummary:
+    """Record episodes into ``out``. Without ``policy`` (or with ``policy.checkpoint`` null) the
+    scripted expert acts and ``label`` / ``keep_failures`` apply. With a checkpoint the policy acts
+    (mixed with the expert by ``policy.beta``), ``policy.label`` chooses the recorded action and
+    ``policy.keep`` which episodes are written (see :class:`PolicyCollectConfig`)."""
     if not tasks:
         raise ValueError("tasks must name at least one task")
     for t in tasks:
@@ -143,9 +245,30 @@ def collect(
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     if max_attempts_factor < 1:
         raise ValueError(f"max_attempts_factor must be >= 1, got {max_attempts_factor}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or null, got {max_steps}")
+    rollouts = policy is not None and policy.checkpoint is not None
+    if rollouts:
+        policy.check()
+        label = policy.label
+        keep_all = policy.resolved_keep() == "all"
+        if keep_failures and not keep_all:
+            raise ValueError("keep_failures=true contradicts policy.keep=successes")
+    else:
+        if label not in LABELS:
+            raise ValueError(f"expert.label must be one of {LABELS}, got {label!r}")
+        keep_all = keep_failures
+    out = Path(out)
     kwargs = dict(env_kwargs or {})
-    env = SimEnv(tasks[0], environment, **kwargs)
+    cameras = tuple(kwargs.get("cameras") or ("agentview",))
+    image_size = int(kwargs.get("image_size") or 224)
+    if append and out.exists():
+        _check_append_target(out, cameras, image_size)
     expert = ScriptedExpert(noise_std, random_action_prob, seed)
+    # the checkpoint loads (and fails, naming the field) before a browser starts
+    actor = make_actor(policy if rollouts else None, expert, cameras=cameras, image_size=image_size)
+    labelled_by = EXPERT if label in EXPERT_LABELS else actor.name
+    env = SimEnv(tasks[0], environment, **kwargs)
     man = mf.load_manifest()
     env_meta = {
         "simulator": "vla_lab three.js tabletop",
@@ -159,7 +282,9 @@ def collect(
         "randomization": env.randomization,
         "expert": {"noise_std": noise_std, "random_action_prob": random_action_prob, "label": label},
     }
-    summary = CollectSummary(out=str(out), per_task={t: TaskCount() for t in tasks})
+    if rollouts:
+        env_meta["rollouts"] = {**actor.describe(), "label": label, "keep": "all" if keep_all else "successes"}
+    summary = CollectSummary(out=str(out), per_task={t: TaskCount() for t in tasks}, actor=actor.name)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -182,11 +307,11 @@ def collect(
                 limit = math.ceil(episodes_per_task * max_attempts_factor)
                 while count.kept < episodes_per_task and count.attempts < limit:
                     s = episode_seed(seed, ti, count.attempts)
-                    ep = run_expert_episode(env, expert, task, s, label=label)
+                    ep = run_episode(env, actor, task, s, label=label, max_steps=max_steps)
                     count.attempts += 1
                     count.successes += ep.success
                     count.steps += ep.steps
-                    if ep.success or keep_failures:
+                    if ep.success or keep_all:
                         writer.add_episode(
                             actions=ep.actions,
                             images=ep.images,
@@ -198,11 +323,7 @@ def collect(
                             task=task,
                             environment=environment,
                             seed=s,
-                            meta={
-                                "expert": "scripted",
-                                "final_distance_to_goal": ep.final_distance,
-                                "steps": ep.steps,
-                            },
+                            meta=_episode_meta(ep, actor, label, labelled_by),
                         )
                         count.kept += 1
                         if bar is not None:
@@ -221,3 +342,24 @@ def collect(
         env.close()
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def _episode_meta(ep: Episode, actor: Actor, label: str, labelled_by: str) -> dict[str, Any]:
+    """Who acted and who labelled, how far the labels are from what ran, and the outcome."""
+    meta: dict[str, Any] = {
+        "expert": "scripted",
+        "acted_by": actor.name,
+        "labelled_by": labelled_by,
+        "label": label,
+        "success": ep.success,
+        "final_distance_to_goal": ep.final_distance,
+        "steps": ep.steps,
+        "expert_steps": ep.expert_steps,
+        "label_executed_l1": float(np.abs(ep.actions - ep.executed).mean()),
+    }
+    if isinstance(actor, CheckpointActor | MixtureActor):
+        ckpt = actor if isinstance(actor, CheckpointActor) else actor.policy
+        meta["checkpoint"] = ckpt.checkpoint
+    if isinstance(actor, MixtureActor):
+        meta["beta"] = actor.beta
+    return meta

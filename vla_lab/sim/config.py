@@ -60,6 +60,58 @@ class ExpertConfig:
 
 
 @dataclass
+class PolicyExecutionConfig:
+    """How the policy's predictions are executed (as ``eval.execution``)."""
+
+    #: actions executed open-loop from each predicted chunk (null = the whole chunk)
+    n_action_steps: int | None = None
+    #: re-plan every step and blend overlapping chunks with weights exp(-coeff * i); null = off
+    temporal_ensemble_coeff: float | None = None
+
+
+#: what a policy rollout records as the action label
+POLICY_LABELS = ("expert", "executed")
+#: which policy rollouts are written
+POLICY_KEEP = ("successes", "all")
+
+
+@dataclass
+class PolicyCollectConfig:
+    """Policy rollouts instead of expert demonstrations (``vla-collect policy.checkpoint=<dir>``)."""
+
+    #: a training checkpoint directory (``<run>/best``, ``<run>/final``, ...); null = the expert acts
+    checkpoint: str | None = None
+    #: "expert" = the scripted expert's action at every visited state (DAgger), "executed" = the
+    #: action that ran (self-imitation; usually with keep=successes)
+    label: str = "expert"
+    #: "successes" or "all"; null = "successes" for label=executed, "all" for label=expert
+    keep: str | None = None
+    #: probability per step that the expert's action runs instead of the policy's (DAgger's mixing;
+    #: 0 = the policy alone, 1 = the expert alone)
+    beta: float = 0.0
+    execution: PolicyExecutionConfig = field(default_factory=PolicyExecutionConfig)
+    #: statistics key inside the checkpoint; null = the one it was trained with
+    unnorm_key: str | None = None
+    device: str = "cpu"
+
+    def check(self) -> None:
+        if self.label not in POLICY_LABELS:
+            raise ValueError(f"policy.label must be one of {POLICY_LABELS}, got {self.label!r}")
+        if self.keep is not None and self.keep not in POLICY_KEEP:
+            raise ValueError(f"policy.keep must be one of {POLICY_KEEP} or null, got {self.keep!r}")
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"policy.beta must be in [0, 1], got {self.beta}")
+        n = self.execution.n_action_steps
+        if n is not None and n < 1:
+            raise ValueError(f"policy.execution.n_action_steps must be >= 1 or null, got {n}")
+
+    def resolved_keep(self) -> str:
+        if self.keep is not None:
+            return self.keep
+        return "successes" if self.label == "executed" else "all"
+
+
+@dataclass
 class CollectConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     tasks: list[str] = field(default_factory=lambda: ["pick_block"])
@@ -75,6 +127,10 @@ class CollectConfig:
     #: append to an existing file instead of replacing it
     append: bool = False
     progress: bool = True
+    #: step budget of every episode; null = each task's own
+    max_steps: int | None = None
+    #: record rollouts of a trained policy (policy.checkpoint) instead of expert demonstrations
+    policy: PolicyCollectConfig = field(default_factory=PolicyCollectConfig)
     #: the shared `paths` group (data and output roots)
     paths: dict[str, Any] = field(default_factory=dict)
 

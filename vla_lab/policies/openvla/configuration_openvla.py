@@ -30,6 +30,9 @@ class ViTSpec:
     depth: int | None = None
     num_heads: int | None = None
     mlp_ratio: float | None = None
+    #: patch side in pixels; null = the model's own (14). Larger patches mean fewer image tokens,
+    #: the lever that makes a from-scratch CPU model cheap and quick to localize objects
+    patch_size: int | None = None
     #: LayerScale init (timm ``init_values``); null = the model's own (1e-5 for DINOv2). Small models
     #: trained from scratch need ~1: at 1e-5 every block starts as the identity and barely trains
     init_values: float | None = None
@@ -37,7 +40,7 @@ class ViTSpec:
     std: list[float] = field(default_factory=lambda: list(DINOV2_STD))
 
     def timm_kwargs(self) -> dict[str, Any]:
-        sizes = {k: getattr(self, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "init_values")}
+        sizes = {k: getattr(self, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "init_values")}
         return {k: v for k, v in sizes.items() if v is not None}
 
 
