@@ -274,5 +274,7 @@ def test_checkpoint_errors_name_the_field_and_path(tmp_path, checkpoint):
         cfg = PolicyCollectConfig(checkpoint=str(checkpoint), label="executed")
         collect(**common, out=out, env_kwargs=ENV64, policy=cfg, keep_failures=True)
     assert not out.exists()
-    res = run([cli("vla-collect"), f"policy.checkpoint={bad.parent / 'nowhere'}", f"out={out}"], tmp_path, 120)
+    res = run(
+        [cli("vla-collect"), f"policy.checkpoint={bad.parent / 'nowhere'}", f"out={out}"], tmp_path, 120
+    )
     assert res.returncode == 2 and "policy.checkpoint=" in res.stderr and "no such directory" in res.stderr

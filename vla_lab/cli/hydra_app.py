@@ -26,12 +26,14 @@ def register_all() -> None:
     from vla_lab.serve.config import register_configs as register_serve
     from vla_lab.sim.config import register_configs as register_sim
     from vla_lab.training.config import register_configs as register_training
+    from vla_lab.training.iterate import register_configs as register_iterate
 
     register_data()
     register_policies()
     register_sim()
     register_eval()
     register_training()
+    register_iterate()
     register_serve()
 
 

@@ -283,7 +283,11 @@ def collect(
         "expert": {"noise_std": noise_std, "random_action_prob": random_action_prob, "label": label},
     }
     if rollouts:
-        env_meta["rollouts"] = {**actor.describe(), "label": label, "keep": "all" if keep_all else "successes"}
+        env_meta["rollouts"] = {
+            **actor.describe(),
+            "label": label,
+            "keep": "all" if keep_all else "successes",
+        }
     summary = CollectSummary(out=str(out), per_task={t: TaskCount() for t in tasks}, actor=actor.name)
     bar = None
     if progress:

@@ -20,6 +20,7 @@ subprocess; its output goes to ``round_<k>/<stage>.log``. The output directory::
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -155,9 +156,11 @@ class StageFailed(RuntimeError):
 
 
 def _q(value: Any) -> str:
-    """A Hydra override value: paths quoted, so any character in them is taken literally."""
-    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
-    return f"'{text}'"
+    """A path as a Hydra override value: bare when plain, else quoted so every character is literal."""
+    text = str(value)
+    if re.fullmatch(r"[\w./+-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _list(items: list[str]) -> str:
