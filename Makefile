@@ -9,7 +9,7 @@ WEB := vla_lab/sim/web
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup sim-deps test test-full bench lint demo clean
+.PHONY: help setup sim-deps libero test test-full bench lint demo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,20 @@ sim-deps: ## install headless Chromium (apt) and the simulator's npm packages (n
 	@if [ -f $(WEB)/package-lock.json ] && [ ! -f $(WEB)/node_modules/.package-lock.json -o $(WEB)/package-lock.json -nt $(WEB)/node_modules/.package-lock.json ]; then \
 		cd $(WEB) && npm ci --silent --no-audit --no-fund; \
 	fi
+
+LIBERO_STAMP := $(VENV)/.stamp-libero
+
+# torch is named again with its pin so that no LIBERO dependency can replace it.
+$(LIBERO_STAMP): pyproject.toml | $(STAMP)
+	@if ! ldconfig -p | grep -q 'libEGL.so.1'; then \
+		echo "installing EGL (apt) for headless MuJoCo rendering"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 >/dev/null; \
+	fi
+	$(PIP) install --quiet -e '.[dev,libero]' torch==2.14.1 torchvision==0.29.1
+	$(PY) -m vla_lab.eval.libero_env --link-assets
+	@touch $@
+
+libero: setup $(LIBERO_STAMP) ## optional LIBERO evaluation extra (eval=libero_*): libero, robosuite, mujoco 3.3.7, scene assets, EGL
 
 test: setup ## fast test suite (under ~10 minutes on 2 cores)
 	$(PY) -m pytest $(PYTEST_ARGS)

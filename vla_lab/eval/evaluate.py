@@ -1,4 +1,5 @@
-"""Evaluate a policy closed-loop: a fixed plan of episodes per task and environment in the simulator."""
+"""Evaluate a policy closed-loop: a fixed plan of episodes per task and environment, in the simulator
+(``eval.backend: sim``) or in a LIBERO suite (``eval.backend: libero``, see docs/libero.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,28 @@ def policy_normalizer(policy, unnorm_key: str | None = None):
     return normalizer_from_entry(stats[check_unnorm_key(stats, unnorm_key)])
 
 
+def make_env(cfg: EvalConfig, spec: dict[str, Any]):
+    """The environment ``cfg.backend`` names, rendering the policy's cameras at ``render_size``."""
+    cameras, size = list(spec["cameras"]), cfg.render_size_for(spec)
+    if cfg.backend == "libero":
+        from vla_lab.eval.libero_env import LiberoEnv
+
+        lc = cfg.libero
+        return LiberoEnv(
+            lc.suite,
+            task_ids=lc.task_ids,
+            cameras=cameras,
+            image_size=size,
+            settle_steps=lc.settle_steps,
+            binarize_gripper=lc.binarize_gripper,
+            hard_reset=lc.hard_reset,
+            seed=cfg.seed,
+        )
+    from vla_lab.sim import SimEnv
+
+    return SimEnv(cfg.tasks[0], cfg.environments[0], cameras=cameras, image_size=size)
+
+
 def evaluate_policy(
     policy,
     spec: dict[str, Any],
@@ -32,32 +55,26 @@ def evaluate_policy(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Run the configured episodes; returns ``{"summaries", "overall", "results"}`` (videos to run_dir)."""
-    from vla_lab.sim import SimEnv
-    from vla_lab.sim.manifest import robot
-
-    def make_env():
-        return SimEnv(
-            cfg.tasks[0],
-            cfg.environments[0],
-            cameras=list(spec["cameras"]),
-            image_size=cfg.render_size_for(spec),
-        )
-
     normalizer = policy_normalizer(policy, unnorm_key if unnorm_key is not None else spec.get("unnorm_key"))
-    r = robot()
 
     def make_safety():
-        if not cfg.safety.enabled:
+        if not cfg.safety.enabled or cfg.backend != "sim":  # the workspace limits are the simulator's
             return None
+        from vla_lab.sim.manifest import robot
+
+        r = robot()
         return SafetyWrapper(cfg.safety, r["workspace"], r["max_translation_per_step"])
 
-    plan = episode_plan(cfg.tasks, cfg.environments, cfg.episodes_per_task, cfg.seed)
+    owned = [] if env is not None else [make_env(cfg, spec)]
+    env = env or owned[0]
+    if cfg.backend == "libero":
+        plan = env.plan(cfg.episodes_per_task)  # trial k of a task starts from its k-th fixed init state
+    else:
+        plan = episode_plan(cfg.tasks, cfg.environments, cfg.episodes_per_task, cfg.seed)
     bar = _progress(len(plan)) if progress else None
     tick = (lambda _: bar.update(1)) if bar else None
     record_first = cfg.videos_per_task if run_dir else 0
     num_envs = min(cfg.num_envs, len(plan))
-    owned = [] if env is not None else [make_env()]
-    env = env or owned[0]
     was_training = policy.training
     policy.eval()  # once for all workers: no actor toggles modes under another's feet
     try:
@@ -73,7 +90,7 @@ def evaluate_policy(
                 progress=tick,
             )
         else:
-            owned += [make_env() for _ in range(num_envs - 1)]
+            owned += [make_env(cfg, spec) for _ in range(num_envs - 1)]
             envs = [env, *owned[len(owned) - (num_envs - 1) :]]
             workers = [
                 (

@@ -13,7 +13,7 @@ from vla_lab.config.schemas import to_schema
 from vla_lab.eval.actor import DATA_PROCESSOR, processor_spec
 from vla_lab.eval.config import EvalConfig
 from vla_lab.eval.evaluate import evaluate_policy
-from vla_lab.eval.metrics import format_table
+from vla_lab.eval.metrics import format_table, overall
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     result = {
         "checkpoint": str(cfg.checkpoint),
         "overall": out["overall"],
+        # per environment (per suite for LIBERO): mean over its tasks, pooled Wilson interval
+        "environments": {
+            e: overall([s for s in out["summaries"] if s.environment == e])
+            for e in sorted({s.environment for s in out["summaries"]})
+        },
         "tasks": [asdict(s) for s in out["summaries"]],
         "episodes": [r.to_row() for r in out["results"]],
         "config": OmegaConf.to_container(cfg.eval, resolve=True),

@@ -76,6 +76,12 @@ def run_remote_episodes(client: PolicyClient, eval_cfg, *, viewer: bool = False,
     from vla_lab.sim import SimEnv
     from vla_lab.sim.manifest import robot
 
+    if eval_cfg.backend != "sim":
+        from vla_lab.config.errors import ConfigError
+
+        raise ConfigError(
+            f"eval.backend: episodes through a server run the simulator, not {eval_cfg.backend!r}"
+        )
     eval_cfg.check_names()
     actor = RemotePolicyActor(client, eval_cfg.execution)
     r = robot()

@@ -1,4 +1,5 @@
-"""Closed-loop evaluation during training: episodes in the simulator with the policy being trained.
+"""Closed-loop evaluation during training: episodes in the simulator (or a LIBERO suite, with
+``eval.backend: libero``) with the policy being trained.
 
 Runs every ``eval.every_n_epochs`` epochs and/or ``eval.every_n_steps`` steps, and at the end of training, writes ``eval_log.csv`` rows
 and GIFs, and exposes ``eval/success_rate`` (mean over tasks) for checkpoint selection. An
@@ -18,7 +19,7 @@ import lightning as L
 import torch
 
 from vla_lab.eval.config import EvalConfig
-from vla_lab.eval.evaluate import evaluate_policy
+from vla_lab.eval.evaluate import evaluate_policy, make_env
 from vla_lab.eval.metrics import format_table
 from vla_lab.training.run_dir import EVAL_COLUMNS, CsvLog
 
@@ -42,14 +43,7 @@ class ClosedLoopEval(L.Callback):
         started = time.perf_counter()
         try:
             if self._env is None:
-                from vla_lab.sim import SimEnv
-
-                self._env = SimEnv(
-                    self.cfg.tasks[0],
-                    self.cfg.environments[0],
-                    cameras=list(self.spec["cameras"]),
-                    image_size=self.cfg.render_size_for(self.spec),
-                )
+                self._env = make_env(self.cfg, self.spec)
             out = evaluate_policy(
                 pl_module.policy, self.spec, self.cfg, env=self._env, run_dir=self.run_dir, step=step
             )
