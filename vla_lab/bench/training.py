@@ -29,7 +29,7 @@ def _overrides(data: Path, root: Path, steps: int) -> list[str]:
         "data.num_workers=2",
         "data.val_fraction=0.0",
         "eval.enabled=false",
-        f"trainer.max_steps={steps}",
+        f"+trainer.max_steps={steps}",
         "trainer.max_epochs=1",
         "callbacks.progress_bar=false",
         "callbacks.checkpoint.every_n_epochs=0",
@@ -39,19 +39,26 @@ def _overrides(data: Path, root: Path, steps: int) -> list[str]:
     ]
 
 
-def _framework_seconds(data: Path, root: Path, steps: int) -> float:
+def _compose(data: Path, root: Path, steps: int, run_dir: Path):
+    """The train config as ``vla-train`` would see it (Hydra's runtime config set, so it resolves)."""
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
     from vla_lab.cli.hydra_app import compose
-    from vla_lab.training.train import train
 
     cfg = compose("train", _overrides(data, root, steps), return_hydra_config=True)
     with open_dict(cfg), read_write(cfg):
-        cfg.hydra.runtime.output_dir = str(root / f"run_{steps}")
+        cfg.hydra.runtime.output_dir = str(run_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+    return cfg
+
+
+def _framework_seconds(data: Path, root: Path, steps: int) -> float:
+    from vla_lab.training.train import train
+
+    cfg = _compose(data, root, steps, root / f"run_{steps}")
     start = time.perf_counter()
     train(cfg)
     return time.perf_counter() - start
@@ -62,10 +69,9 @@ def _bare_seconds(data: Path, root: Path, steps: int) -> float:
     import lightning as L
     from hydra.utils import instantiate
 
-    from vla_lab.cli.hydra_app import compose
     from vla_lab.training.train import build_policy
 
-    cfg = compose("train", _overrides(data, root, steps))
+    cfg = _compose(data, root, steps, root / f"bare_run_{steps}")
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True)
     dm = instantiate(cfg.data)
