@@ -40,7 +40,10 @@ class ViTSpec:
     std: list[float] = field(default_factory=lambda: list(DINOV2_STD))
 
     def timm_kwargs(self) -> dict[str, Any]:
-        sizes = {k: getattr(self, k) for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "init_values")}
+        sizes = {
+            k: getattr(self, k)
+            for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "init_values")
+        }
         return {k: v for k, v in sizes.items() if v is not None}
 
 
