@@ -11,10 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
 
-from vla_lab.cli.hydra_app import compose
+from vla_lab.cli.hydra_app import compose, compose_run
 from vla_lab.config.errors import ConfigError
 from vla_lab.config.schemas import to_schema
 from vla_lab.data.libero import SUITES
@@ -160,13 +158,7 @@ def test_missing_extra_fails_the_cli_before_loading_anything(tmp_path):
 
 # ------------------------------------------------------------------------------------ end to end
 def _compose(tmp_path, name, overrides, out_dir):
-    cfg = compose(name, [f"paths.root_dir={tmp_path}", *overrides], return_hydra_config=True)
-    with open_dict(cfg), read_write(cfg):
-        cfg.hydra.runtime.output_dir = str(out_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_run(name, [f"paths.root_dir={tmp_path}", *overrides], out_dir)
 
 
 @pytest.mark.slow

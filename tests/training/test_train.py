@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
 
-from vla_lab.cli.hydra_app import compose
+from vla_lab.cli.hydra_app import compose_run
 from vla_lab.data.synthetic import make_demo_file
 from vla_lab.training.run_dir import RunDirExistsError
 from vla_lab.training.train import train
 
 
 def _cfg(tmp_path, data_file, *overrides, run_name="run"):
-    cfg = compose(
+    out = tmp_path / "outputs" / "train" / run_name
+    cfg = compose_run(
         "train",
         [
             f"data.sources=[{{path: {data_file}}}]",
@@ -23,14 +22,8 @@ def _cfg(tmp_path, data_file, *overrides, run_name="run"):
             f"run_name={run_name}",
             *overrides,
         ],
-        return_hydra_config=True,
+        out,
     )
-    out = tmp_path / "outputs" / "train" / run_name
-    with open_dict(cfg), read_write(cfg):
-        cfg.hydra.runtime.output_dir = str(out)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
     return cfg, out
 
 
@@ -98,7 +91,7 @@ def test_checkpoint_evaluates_standalone(tmp_path, data_file):
 
     cfg, run = _cfg(tmp_path, data_file, "debug=fast")
     train(cfg)
-    ecfg = compose(
+    ecfg = compose_run(
         "eval",
         [
             f"checkpoint={run / 'final'}",
@@ -106,13 +99,8 @@ def test_checkpoint_evaluates_standalone(tmp_path, data_file):
             "eval.max_steps=5",
             "eval.render_size=64",
         ],
-        return_hydra_config=True,
+        tmp_path / "eval_out",
     )
-    with open_dict(ecfg), read_write(ecfg):
-        ecfg.hydra.runtime.output_dir = str(tmp_path / "eval_out")
-    HydraConfig.instance().set_config(ecfg)
-    with open_dict(ecfg):
-        del ecfg["hydra"]
     result = evaluate_checkpoint(ecfg)
     assert result["overall"]["episodes"] == 2
     assert all(e["steps"] <= 5 for e in result["episodes"])

@@ -44,19 +44,9 @@ def _overrides(data: Path, root: Path, steps: int) -> list[str]:
 
 
 def _compose(data: Path, root: Path, steps: int, run_dir: Path):
-    """The train config as ``vla-train`` would see it (Hydra's runtime config set, so it resolves)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict, read_write
+    from vla_lab.cli.hydra_app import compose_run
 
-    from vla_lab.cli.hydra_app import compose
-
-    cfg = compose("train", _overrides(data, root, steps), return_hydra_config=True)
-    with open_dict(cfg), read_write(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_run("train", _overrides(data, root, steps), run_dir)
 
 
 def _framework_seconds(data: Path, root: Path, steps: int) -> float:

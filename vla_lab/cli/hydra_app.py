@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -47,3 +48,18 @@ def compose(
     register_all()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def compose_run(config_name: str, overrides: Sequence[str], output_dir: str | Path) -> DictConfig:
+    """A job's config as a Hydra app sees it: composed, with Hydra's runtime config registered
+    (``${hydra:...}`` interpolations resolve) and its output directory at ``output_dir``."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    cfg = compose(config_name, overrides, return_hydra_config=True)
+    with open_dict(cfg), read_write(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg

@@ -7,7 +7,9 @@ the image transform (size and center-crop area of training), cameras and proprio
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,28 @@ def processor_spec(data_processor: dict[str, Any], unnorm_key: str | None = None
     spec["camera_size"] = int(data_processor.get("camera_size", 224))
     spec["unnorm_key"] = unnorm_key if unnorm_key is not None else data_processor.get("unnorm_key")
     return spec
+
+
+class CheckpointDirError(FileNotFoundError, ValueError):
+    """A directory that is not a training checkpoint. Both a missing file and a bad value, so
+    callers catching either keep working."""
+
+
+def read_processor_spec(checkpoint: str | Path, *, field: str = "checkpoint") -> dict[str, Any]:
+    """The data-side processor spec saved with a training checkpoint; errors name ``field``."""
+    directory = Path(checkpoint)
+    if not directory.is_dir():
+        raise CheckpointDirError(f"{field}={directory}: no such directory")
+    spec_file = directory / DATA_PROCESSOR
+    if not spec_file.is_file():
+        raise CheckpointDirError(
+            f"{field}={directory} has no {DATA_PROCESSOR}: not a vla_lab training checkpoint "
+            "(use a run's best/, final/ or checkpoints/checkpoint-<step>/)"
+        )
+    try:
+        return processor_spec(json.loads(spec_file.read_text()))
+    except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointDirError(f"{field}={directory}: unreadable {DATA_PROCESSOR} ({e})") from e
 
 
 class PolicyActor:

@@ -9,7 +9,7 @@ from typing import Any
 from vla_lab.eval.actor import PolicyActor
 from vla_lab.eval.config import EvalConfig
 from vla_lab.eval.metrics import overall, summarize
-from vla_lab.eval.rollout import episode_plan, run_episodes, run_episodes_parallel
+from vla_lab.eval.rollout import episode_plan, run_episodes_parallel
 from vla_lab.eval.safety import SafetyWrapper
 from vla_lab.eval.video import save_gif
 
@@ -78,31 +78,17 @@ def evaluate_policy(
     was_training = policy.training
     policy.eval()  # once for all workers: no actor toggles modes under another's feet
     try:
-        if num_envs == 1:
-            actor = PolicyActor(policy, spec, normalizer, execution=cfg.execution)
-            results = run_episodes(
-                env,
-                actor,
-                plan,
-                max_steps=cfg.max_steps,
-                safety=make_safety(),
-                record_first=record_first,
-                progress=tick,
-            )
-        else:
-            owned += [make_env(cfg, spec) for _ in range(num_envs - 1)]
-            envs = [env, *owned[len(owned) - (num_envs - 1) :]]
-            workers = [
-                (
-                    e,
-                    PolicyActor(policy.execution_view(), spec, normalizer, execution=cfg.execution),
-                    make_safety(),
-                )
-                for e in envs
-            ]
-            results = run_episodes_parallel(
-                workers, plan, max_steps=cfg.max_steps, record_first=record_first, progress=tick
-            )
+        extra_envs = [make_env(cfg, spec) for _ in range(num_envs - 1)]
+        owned += extra_envs
+        # one simulator drives the policy itself; several get a view each (own action queue)
+        views = [policy] if num_envs == 1 else [policy.execution_view() for _ in range(num_envs)]
+        workers = [
+            (e, PolicyActor(v, spec, normalizer, execution=cfg.execution), make_safety())
+            for e, v in zip([env, *extra_envs], views, strict=True)
+        ]
+        results = run_episodes_parallel(
+            workers, plan, max_steps=cfg.max_steps, record_first=record_first, progress=tick
+        )
     finally:
         policy.train(was_training)
         if bar:

@@ -102,23 +102,9 @@ def run_episodes(
     progress: Callable[[EpisodeResult], None] | None = None,
 ) -> list[EpisodeResult]:
     """Episodes for each ``(task, environment, seed)``; frames kept for the first ``record_first`` per task."""
-    plan = list(plan)
-    results = []
-    for (task, environment, seed), record in zip(plan, recording_flags(plan, record_first), strict=True):
-        result = run_episode(
-            env,
-            actor,
-            task=task,
-            environment=environment,
-            seed=seed,
-            max_steps=max_steps,
-            safety=safety,
-            record=record,
-        )
-        results.append(result)
-        if progress:
-            progress(result)
-    return results
+    return run_episodes_parallel(
+        [(env, actor, safety)], plan, max_steps=max_steps, record_first=record_first, progress=progress
+    )
 
 
 def recording_flags(plan: Sequence[tuple[str, str, int]], record_first: int) -> list[bool]:
@@ -139,7 +125,8 @@ def run_episodes_parallel(
     record_first: int = 0,
     progress: Callable[[EpisodeResult], None] | None = None,
 ) -> list[EpisodeResult]:
-    """The plan's episodes over several ``(env, actor, safety)`` workers, one thread each.
+    """The plan's episodes over several ``(env, actor, safety)`` workers, one thread each (a single
+    worker runs in the calling thread).
 
     Each worker takes the next unstarted episode when it finishes one, so a slow episode never idles
     the others; results come back in plan order and are the same as a sequential run's, because an
@@ -173,9 +160,12 @@ def run_episodes_parallel(
                 with lock:
                     progress(results[i])
 
-    with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="eval-env") as pool:
-        for future in [pool.submit(work, *w) for w in workers]:
-            future.result()  # re-raises a worker's unexpected error
+    if len(workers) == 1:
+        work(*workers[0])
+    else:
+        with ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="eval-env") as pool:
+            for future in [pool.submit(work, *w) for w in workers]:
+                future.result()  # re-raises a worker's unexpected error
     return [r for r in results if r is not None]
 
 

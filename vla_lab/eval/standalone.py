@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from vla_lab.config.schemas import to_schema
-from vla_lab.eval.actor import DATA_PROCESSOR, processor_spec
+from vla_lab.eval.actor import read_processor_spec
 from vla_lab.eval.config import EvalConfig
 from vla_lab.eval.evaluate import evaluate_policy
 from vla_lab.eval.metrics import format_table, overall
@@ -22,17 +22,10 @@ def load_checkpoint(directory: str | Path):
     """Policy and the data-side processor spec saved with it."""
     from vla_lab.policies.factory import load_policy
 
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint={directory}: no such directory")
-    spec_file = directory / DATA_PROCESSOR
-    if not spec_file.exists():
-        raise FileNotFoundError(
-            f"checkpoint={directory} has no {DATA_PROCESSOR}: not a vla_lab training checkpoint"
-        )
-    policy = load_policy(directory)
+    spec = read_processor_spec(directory)
+    policy = load_policy(Path(directory))
     policy.eval()
-    return policy, processor_spec(json.loads(spec_file.read_text()))
+    return policy, spec
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:

@@ -11,7 +11,6 @@ state, or the action that was executed). That separation gives, with the same co
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -59,25 +58,6 @@ class ExpertActor:
         }
 
 
-def read_processor_spec(checkpoint: str | Path, *, field: str = "policy.checkpoint") -> dict[str, Any]:
-    """The data-side processor spec saved with a training checkpoint, with errors naming ``field``."""
-    from vla_lab.eval.actor import DATA_PROCESSOR, processor_spec
-
-    directory = Path(checkpoint)
-    if not directory.is_dir():
-        raise ValueError(f"{field}={directory}: no such directory")
-    spec_file = directory / DATA_PROCESSOR
-    if not spec_file.is_file():
-        raise ValueError(
-            f"{field}={directory} has no {DATA_PROCESSOR}: not a vla_lab training checkpoint "
-            "(use a run's best/, final/ or checkpoints/checkpoint-<step>/)"
-        )
-    try:
-        return processor_spec(json.loads(spec_file.read_text()))
-    except (json.JSONDecodeError, KeyError) as e:
-        raise ValueError(f"{field}={directory}: unreadable {DATA_PROCESSOR} ({e})") from e
-
-
 class CheckpointActor:
     """A trained policy acting through :class:`vla_lab.eval.actor.PolicyActor` with the checkpoint's
     own processor (image transform, cameras, proprio keys, normalization statistics)."""
@@ -94,12 +74,12 @@ class CheckpointActor:
         unnorm_key: str | None = None,
         device: str = "cpu",
     ):
-        from vla_lab.eval.actor import ExecutionConfig, PolicyActor
+        from vla_lab.eval.actor import ExecutionConfig, PolicyActor, read_processor_spec
         from vla_lab.eval.evaluate import policy_normalizer
         from vla_lab.policies.factory import load_policy
 
         self.checkpoint = str(Path(checkpoint).resolve())
-        self.spec = read_processor_spec(checkpoint)
+        self.spec = read_processor_spec(checkpoint, field="policy.checkpoint")
         self.execution = ExecutionConfig(n_action_steps, temporal_ensemble_coeff)
         try:
             policy = load_policy(checkpoint)
