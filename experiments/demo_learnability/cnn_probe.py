@@ -21,7 +21,7 @@ from torch import nn
 
 
 def load(path: str, camera: str = "agentview"):
-    images, actions, words, states, episode = [], [], [], [], []
+    images, actions, words, states, episode, tasks = [], [], [], [], [], []
     with h5py.File(path, "r") as f:
         demos = sorted(f["data"], key=lambda k: int(k.split("_")[-1]))
         vocab = sorted({w for k in demos for w in f["data"][k].attrs["language_instruction"].split()})
@@ -41,8 +41,21 @@ def load(path: str, camera: str = "agentview"):
                 )
             )
             episode += [e] * n
+            tasks += [g.attrs["task"]] * n
     cat = lambda xs: torch.from_numpy(np.concatenate(xs))  # noqa: E731
-    return cat(images).permute(0, 3, 1, 2), cat(actions), cat(words), cat(states).float(), np.array(episode)
+    return (
+        cat(images).permute(0, 3, 1, 2), cat(actions), cat(words), cat(states).float(),
+        np.array(episode), np.array(tasks),
+    )  # fmt: skip
+
+
+def direction_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Position L1, and sign agreement on the components where the expert clearly moves (|a| > 0.1):
+    near-zero labels have no meaningful sign."""
+    pred, target = pred[:, :3], target[:, :3]
+    moving = target.abs() > 0.1
+    agree = (torch.sign(pred) == torch.sign(target))[moving].float().mean()
+    return {"position_l1": round((pred - target).abs().mean().item(), 4), "direction": round(agree.item(), 4)}
 
 
 class Probe(nn.Module):
@@ -75,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    images, actions, words, states, episode = load(args.file)
+    images, actions, words, states, episode, tasks = load(args.file)
     val = episode % 10 == 0
     train_idx, val_idx = np.where(~val)[0], np.where(val)[0]
     net = Probe(words.shape[1], states.shape[1], images.shape[-1])
@@ -85,10 +98,11 @@ def main() -> None:
         if step % 500 == 0:
             with torch.no_grad():
                 pred = torch.cat([net(images[v], words[v], states[v]) for v in np.array_split(val_idx, 20)])
-            err = (pred - actions[val_idx])[:, :3]
-            agree = (torch.sign(pred[:, :3]) == torch.sign(actions[val_idx, :3])).float().mean()
-            rows.append({"step": step, "val_position_l1": round(err.abs().mean().item(), 4),
-                         "val_direction_accuracy": round(agree.item(), 4), "seconds": round(time.time() - started)})  # fmt: skip
+            rows.append({"step": step, "seconds": round(time.time() - started),
+                         "val": direction_metrics(pred, actions[val_idx])})  # fmt: skip
+            for task in np.unique(tasks):
+                sel = tasks[val_idx] == task
+                rows[-1][str(task)] = direction_metrics(pred[sel], actions[val_idx][sel])
             print(json.dumps(rows[-1]), flush=True)
         if step == args.steps:
             break

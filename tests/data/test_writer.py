@@ -1,5 +1,7 @@
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -136,3 +138,13 @@ def test_invalid_mode(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         DemoWriter(tmp_path / "x.hdf5", "r")
     assert not list(tmp_path.iterdir())
+
+
+def test_written_file_gets_the_permissions_of_a_plain_open(tmp_path):
+    # The file is built under a temporary name and renamed; it must not stay owner-only.
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    with _writer(tmp_path / "d.hdf5") as w:
+        w.add_episode(**_episode())
+    mode = stat.S_IMODE(os.stat(tmp_path / "d.hdf5").st_mode)
+    assert mode == stat.S_IMODE(os.stat(plain).st_mode)

@@ -6,10 +6,14 @@ import signal
 import numpy as np
 import pytest
 
+from vla_lab.config.errors import ConfigError
+from vla_lab.eval.config import EvalConfig
+from vla_lab.eval.evaluate import make_env
 from vla_lab.eval.metrics import summarize
 from vla_lab.eval.rollout import episode_plan, run_episodes
 from vla_lab.eval.safety import SafetyConfig, SafetyWrapper
 from vla_lab.sim import SimEnv
+from vla_lab.sim.config import RandomizationConfig
 from vla_lab.sim.expert import ScriptedExpert
 
 pytestmark = pytest.mark.sim
@@ -77,3 +81,22 @@ def test_a_crashed_browser_fails_one_episode_and_the_next_one_runs(env):
     first, second = run_episodes(env, Crasher(), plan)
     assert not first.success and first.failure.startswith("Sim") and first.steps <= 3
     assert second.success
+
+
+def test_eval_randomization_reaches_the_simulator():
+    cfg = EvalConfig(
+        tasks=["pick_block"], randomization=RandomizationConfig(num_distractors=3, yaw_range=0.0)
+    )
+    cfg.check_names()
+    env = make_env(cfg, {"cameras": ["agentview"], "camera_size": 64})
+    try:
+        _, info = env.reset(seed=3)
+    finally:
+        env.close()
+    assert len(info["objects"]) == 4 and all(o["yaw"] == 0 for o in info["objects"].values())
+
+
+def test_bad_eval_randomization_names_the_field():
+    cfg = EvalConfig(randomization=RandomizationConfig(num_distractors=9))
+    with pytest.raises(ConfigError, match=r"eval.randomization: randomization.num_distractors=9"):
+        cfg.check_names()

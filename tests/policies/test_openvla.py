@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from tests.policies.conftest import INSTRUCTIONS, make_batch, model_cfg, norm_entry, tiny_cfg
+from tests.policies.conftest import INSTRUCTIONS, make_batch, model_cfg, norm_entry, peft_cfg, tiny_cfg
 from vla_lab.policies.factory import load_policy, make_policy
 from vla_lab.policies.openvla.configuration_openvla import OpenVLAConfig
 from vla_lab.policies.openvla.modeling_openvla import OpenVLAForActionPrediction, block_bidirectional_mask
@@ -334,3 +334,42 @@ def test_fine_tuning_a_saved_base_keeps_the_new_dataset_statistics(tiny, tmp_pat
     loaded = load_policy(tmp_path / "tuned")
     assert sorted(loaded.processor.norm_stats) == ["demo", "target"]
     assert loaded.processor.norm_stats["target"] == norm_entry(seed=1)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("injection", ["token", "queries"])
+def test_proprio_is_read_and_survives_save_and_lora(tmp_path, injection):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(
+        "model.action_head=l1_chunk",
+        "model.chunk_size=2",
+        "model.proprio_dim=5",
+        f"model.proprio_injection={injection}",
+        img=56,
+    )
+    policy = make_policy(cfg, corpus=INSTRUCTIONS).eval()
+    batch = make_batch(2, chunk=2, seed=6, size=56, state_dim=5)
+    other = dict(batch, **{"observation.state": batch["observation.state"].flip(0)})
+    # The state changes the prediction: it reaches the action block (as a token or in the queries).
+    assert not torch.allclose(policy.predict_action_chunk(batch), policy.predict_action_chunk(other))
+    policy.save_pretrained(tmp_path / "ckpt")
+    loaded = load_policy(tmp_path / "ckpt").eval()
+    assert loaded.config.proprio_dim == 5
+    torch.testing.assert_close(loaded.predict_action_chunk(batch), policy.predict_action_chunk(batch))
+    # Under LoRA the projector is new to any pretrained base, so it trains in full.
+    adapted = make_policy(cfg, peft=peft_cfg("lora_light"), corpus=INSTRUCTIONS)
+    trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
+    assert any("proprio_projector.fc1" in n for n in trainable)
+
+
+def test_proprio_shape_mismatch_names_both_settings():
+    policy = make_policy(tiny_cfg("model.proprio_dim=3", img=56), corpus=INSTRUCTIONS)
+    with pytest.raises(ValueError, match=r"proprio_dim=3.*\(2, 7\).*data.proprio_keys"):
+        policy(make_batch(2, size=56, state_dim=7))
+    with pytest.raises(KeyError, match="observation.state"):
+        policy(make_batch(2, size=56))
+
+
+def test_proprio_in_the_queries_needs_the_l1_head():
+    with pytest.raises(ValueError, match="proprio_injection='queries' needs action_head='l1_chunk'"):
+        tiny_cfg("model.proprio_dim=3", "model.proprio_injection=queries")

@@ -34,8 +34,10 @@ def _experiment_cfg(tmp_path, data_file, name: str, *extra: str):
 
 
 def _leaves(d, prefix=""):
-    for k, v in d.items():
-        if isinstance(v, dict):
+    items = enumerate(d) if isinstance(d, list) else d.items()
+    for k, v in items:
+        # lists of nodes (e.g. model.vision) are checked field by field: their schema adds defaults
+        if isinstance(v, dict) or (isinstance(v, list) and v and isinstance(v[0], dict)):
             yield from _leaves(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}", v

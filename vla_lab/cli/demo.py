@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="vla-demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--source-episodes", type=int, default=100, help="demos per task in environment A")
-    parser.add_argument("--target-episodes", type=int, default=30, help="demos per task in environment B")
+    parser.add_argument("--source-episodes", type=int, default=300, help="demos per task in environment A")
+    parser.add_argument("--target-episodes", type=int, default=40, help="demos per task in environment B")
     parser.add_argument("--eval-episodes", type=int, default=20, help="closed-loop episodes per target task")
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=6)
     parser.add_argument("--finetune-epochs", type=int, default=8)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     source_file, target_file = data / f"{SOURCE_ENV}.hdf5", data / f"{TARGET_ENV}.hdf5"
     tasks = "[" + ",".join(TASKS) + "]"
     common = [f"paths.log_dir={out.parent}", "task_name=" + out.name, "callbacks.progress_bar=false"]
+    # DART-style demonstrations: perturbed actions run, the expert's clean actions are recorded, so the
+    # data holds the recoveries a closed-loop policy needs (experiments/demo_learnability).
+    expert = ["sim=demo", "expert.noise_std=0.3", "expert.random_action_prob=0.05"]
 
     run(
         "1a. demonstrations in A",
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         f"environment={SOURCE_ENV}",
         f"episodes_per_task={args.source_episodes}",
         f"out={source_file}",
+        *expert,
         "seed=0",
         "progress=false",
     )
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         f"environment={TARGET_ENV}",
         f"episodes_per_task={args.target_episodes}",
         f"out={target_file}",
+        *expert,
         "seed=1",
         "progress=false",
     )

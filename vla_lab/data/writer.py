@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from vla_lab.data import format as fmt
 from vla_lab.data.errors import DataError, DataFormatError
+from vla_lab.fileio import temp_file_beside
 
 
 class DemoWriter:
@@ -42,9 +42,7 @@ class DemoWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._compression = image_compression
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_file_beside(self.path)
         appending = mode == "a" and self.path.exists()
         if appending:
             shutil.copyfile(self.path, self._tmp)

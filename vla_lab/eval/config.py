@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from vla_lab.config.errors import ConfigError
 from vla_lab.eval.actor import ExecutionConfig
 from vla_lab.eval.safety import SafetyConfig
+from vla_lab.sim.config import RandomizationConfig
 
 BACKENDS = ("sim", "libero")
 
@@ -50,6 +53,9 @@ class EvalConfig:
     render_size: int | None = None
     #: simulators run side by side (one browser and one thread each; the policy's weights are shared)
     num_envs: int = 1
+    #: simulator randomization knobs for the evaluated scenes (on top of the simulator's defaults);
+    #: evaluate on the scene distribution the demonstrations came from, or on a harder one
+    randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
     #: GIFs of the first N episodes per task, in figures/
     videos_per_task: int = 1
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
@@ -72,6 +78,18 @@ class EvalConfig:
         if not self.tasks or not self.environments:
             raise ConfigError("eval.tasks and eval.environments need at least one entry each")
 
+    def randomization_knobs(self) -> dict[str, Any]:
+        r = self.randomization
+        return dict(r) if isinstance(r, Mapping) else dataclasses.asdict(r)
+
+    def check_randomization(self) -> None:
+        from vla_lab.sim.manifest import check_randomization
+
+        try:
+            check_randomization(self.randomization_knobs())
+        except ValueError as e:
+            raise ConfigError(f"eval.randomization: {e}") from e
+
     def render_size_for(self, spec: dict[str, Any]) -> int:
         return int(self.render_size or spec.get("camera_size", 224))
 
@@ -83,6 +101,7 @@ class EvalConfig:
             return
         from vla_lab.sim.manifest import environment_names, task_names
 
+        self.check_randomization()
         for name in self.tasks:
             if name not in task_names():
                 raise ConfigError(f"eval.tasks: unknown task {name!r}; valid: {', '.join(task_names())}")

@@ -40,7 +40,13 @@ def make_env(cfg: EvalConfig, spec: dict[str, Any]):
         )
     from vla_lab.sim import SimEnv
 
-    return SimEnv(cfg.tasks[0], cfg.environments[0], cameras=cameras, image_size=size)
+    return SimEnv(
+        cfg.tasks[0],
+        cfg.environments[0],
+        cameras=cameras,
+        image_size=size,
+        randomization=cfg.randomization_knobs(),
+    )
 
 
 def evaluate_policy(

@@ -18,10 +18,11 @@ import csv
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from vla_lab.fileio import atomic_write_text
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "lr", "timestamp"]
 VAL_COLUMNS = [
@@ -71,20 +72,6 @@ def prepare_run_dir(path: str | os.PathLike, *, resume: bool = False) -> Path:
     for sub in ("checkpoints", "figures"):
         (path / sub).mkdir(parents=True, exist_ok=True)
     return path
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, payload: Any) -> None:

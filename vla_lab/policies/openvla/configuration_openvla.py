@@ -17,6 +17,7 @@ DINOV2_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_ID = "vit_so400m_patch14_siglip_224"
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 ACTION_HEADS = ("tokens", "l1_chunk")
+PROPRIO_INJECTIONS = ("token", "queries")
 
 
 @dataclass
@@ -98,6 +99,14 @@ class OpenVLAConfig:
     n_action_steps: int | None = None
     temporal_ensemble_coeff: float | None = None
     action_dim: int = 7
+    #: Proprioceptive inputs (``observation.state`` values). 0: none, as released OpenVLA. > 0: an
+    #: OpenVLA-OFT-style projector turns the normalized state into one extra token after the patches;
+    #: without it a single camera leaves the gripper's height and opening to be guessed from pixels.
+    proprio_dim: int = 0
+    #: Where the projected state enters: "token" (OpenVLA-OFT: one token after the patches, read through
+    #: attention) or "queries" (added to every action placeholder of the l1_chunk head, so the action
+    #: block holds the state from its first layer; trains far faster from scratch).
+    proprio_injection: str = "token"
     cameras: list[str] = field(default_factory=lambda: ["agentview"])
     l1_head: L1HeadSpec = field(default_factory=L1HeadSpec)
     #: Tokenizer source: a directory with tokenizer files, or "train" to fit a byte-level BPE on the
@@ -118,6 +127,16 @@ class OpenVLAConfig:
             raise ValueError(f"vision must list 1 or 2 backbones, got {len(self.vision)}")
         if self.chunk_size < 1 or self.action_dim < 1:
             raise ValueError("chunk_size and action_dim must be >= 1")
+        if self.proprio_dim < 0:
+            raise ValueError(f"proprio_dim must be >= 0 (0: no proprio input), got {self.proprio_dim}")
+        if self.proprio_injection not in PROPRIO_INJECTIONS:
+            raise ValueError(
+                f"proprio_injection must be one of {PROPRIO_INJECTIONS}, got {self.proprio_injection!r}"
+            )
+        if self.proprio_injection == "queries" and self.action_head != "l1_chunk":
+            raise ValueError(
+                "proprio_injection='queries' needs action_head='l1_chunk' (placeholders to add to)"
+            )
         if self.vocab_size <= self.n_action_bins:
             raise ValueError(
                 f"text_vocab_size {self.vocab_size} leaves no room for {self.n_action_bins} bins"

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
+from vla_lab.config import keys
 from vla_lab.policies import lora
 from vla_lab.policies.action_tokenizer import BinActionTokenizer
 from vla_lab.policies.checkpoint import load_state_dict_files, load_strict, save_state_dict
@@ -121,6 +122,19 @@ class PrismaticProjector(nn.Module):
         return self.fc3(self.act_fn2(x)) if self.fused else x
 
 
+class ProprioProjector(nn.Module):
+    """OpenVLA-OFT's proprio projector: the normalized state becomes one token in the LLM's space."""
+
+    def __init__(self, proprio_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(proprio_dim, llm_dim)
+        self.act_fn = nn.GELU()
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act_fn(self.fc1(state)))
+
+
 class ActionQueries(nn.Module):
     """Learned placeholder embeddings, one per action value of the chunk. Learned rather than zero
     (OFT's choice): with zero inputs every slot starts identical and small models learn slowly."""
@@ -186,6 +200,8 @@ class OpenVLAForActionPrediction(nn.Module):
             config.fused, self.vision_backbone.embed_dim, config.text.hidden_size
         )
         self.language_model = LlamaForCausalLM(llama_config(config.text))
+        if config.proprio_dim:
+            self.proprio_projector = ProprioProjector(config.proprio_dim, config.text.hidden_size)
         if config.action_head == "l1_chunk":
             self.action_queries = ActionQueries(
                 config.chunk_size * config.action_dim, config.text.hidden_size
@@ -280,11 +296,13 @@ class OpenVLAPolicy(VLAPolicy):
             "llm": "language_model",
             "action_head": "action_head",
             "action_queries": "action_queries",
+            "proprio": "proprio_projector",
         }
 
     def fresh_submodels(self) -> list[str]:
         """Sub-models no pretrained checkpoint provides: trained in full even under LoRA."""
-        return ["action_queries", "action_head"] if self.config.action_head == "l1_chunk" else []
+        fresh = ["action_queries", "action_head"] if self.config.action_head == "l1_chunk" else []
+        return fresh + (["proprio"] if self.config.proprio_dim else [])
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.model.set_gradient_checkpointing(enabled)
@@ -310,14 +328,42 @@ class OpenVLAPolicy(VLAPolicy):
 
     # ---- inputs ----
     def _encode_observation(self, observation) -> tuple[torch.Tensor, list[list[int]]]:
+        """Prefix inputs: projected patches (plus the state token under ``proprio_injection=token``)
+        and the prompts' token ids."""
         images = check_images(observation, self.config.cameras[:1], self.config.image_size)
         pixel_values = self.processor.pixel_values(images[0])
         prompts = self.processor.prompt_ids(tasks_of(observation, pixel_values.shape[0]))
         dtype = self.model.projector.fc1.weight.dtype
-        patches = self.model.embed_images(
-            pixel_values.to(dtype if dtype.is_floating_point else torch.float32)
-        )
+        dtype = dtype if dtype.is_floating_point else torch.float32
+        patches = self.model.embed_images(pixel_values.to(dtype))
+        if self.config.proprio_dim and self.config.proprio_injection == "token":
+            patches = torch.cat([patches, self._state_embedding(observation, patches)], dim=1)
         return patches, prompts
+
+    def _query_offset(self, observation, patches: torch.Tensor) -> torch.Tensor | None:
+        """What every action placeholder gets added: the state embedding under
+        ``proprio_injection=queries``, else nothing."""
+        if self.config.proprio_dim and self.config.proprio_injection == "queries":
+            return self._state_embedding(observation, patches)
+        return None
+
+    def _state_embedding(self, observation, patches: torch.Tensor) -> torch.Tensor:
+        state = self._proprio(observation, patches.shape[0]).to(device=patches.device, dtype=patches.dtype)
+        return self.model.proprio_projector(state)[:, None]
+
+    def _proprio(self, observation, batch: int) -> torch.Tensor:
+        state = observation.get(keys.STATE)
+        if state is None:
+            raise KeyError(
+                f"this policy has proprio_dim={self.config.proprio_dim} and needs {keys.STATE!r} "
+                "(set data.proprio_keys, or build the model with proprio_dim=0)"
+            )
+        if tuple(state.shape) != (batch, self.config.proprio_dim):
+            raise ValueError(
+                f"{keys.STATE} must be (B={batch}, proprio_dim={self.config.proprio_dim}), got "
+                f"{tuple(state.shape)}: model.proprio_dim and data.proprio_keys disagree"
+            )
+        return state
 
     def _hidden(self, seq: Sequence, attn: torch.Tensor | None = None, **kw):
         return self.model.language_model.model(
@@ -332,7 +378,7 @@ class OpenVLAPolicy(VLAPolicy):
         action, is_pad = check_actions(batch, self.config.chunk_size, self.config.action_dim)
         patches, prompts = self._encode_observation(batch)
         if self.config.action_head == "l1_chunk":
-            return self._l1_forward(patches, prompts, action, is_pad)
+            return self._l1_forward(patches, prompts, action, is_pad, self._query_offset(batch, patches))
         return self._token_forward(patches, prompts, action, is_pad)
 
     def _token_forward(self, patches, prompts, action, is_pad):
@@ -360,19 +406,20 @@ class OpenVLAPolicy(VLAPolicy):
             **action_metrics(pred_actions, action, is_pad),
         }
 
-    def _placeholders(self, batch: int, patches: torch.Tensor) -> torch.Tensor:
-        return self.model.action_queries(batch).to(patches.dtype)
+    def _placeholders(self, batch: int, patches: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        queries = self.model.action_queries(batch).to(patches.dtype)
+        return queries if offset is None else queries + offset
 
-    def _l1_chunk(self, patches, prompts) -> torch.Tensor:
+    def _l1_chunk(self, patches, prompts, offset: torch.Tensor | None = None) -> torch.Tensor:
         batch = patches.shape[0]
         n = self.config.chunk_size * self.config.action_dim
-        seq = assemble(self.model, patches, prompts, self._placeholders(batch, patches))
+        seq = assemble(self.model, patches, prompts, self._placeholders(batch, patches, offset))
         hidden = self._hidden(seq, attn=block_bidirectional_mask(seq.mask, n)).last_hidden_state[:, -n:]
         hidden = hidden.reshape(batch, self.config.chunk_size, -1)
         return self.model.action_head(hidden).float()
 
-    def _l1_forward(self, patches, prompts, action, is_pad):
-        pred = self._l1_chunk(patches, prompts)
+    def _l1_forward(self, patches, prompts, action, is_pad, offset=None):
+        pred = self._l1_chunk(patches, prompts, offset)
         keep = (~is_pad).unsqueeze(-1).float()
         loss = (torch.abs(pred - action) * keep).sum() / (keep.sum() * action.shape[-1]).clamp(min=1)
         return loss, {"loss": loss.detach(), **action_metrics(pred.detach(), action, is_pad)}
@@ -382,7 +429,7 @@ class OpenVLAPolicy(VLAPolicy):
     def predict_action_chunk(self, observation) -> torch.Tensor:
         patches, prompts = self._encode_observation(observation)
         if self.config.action_head == "l1_chunk":
-            return self._l1_chunk(patches, prompts)
+            return self._l1_chunk(patches, prompts, self._query_offset(observation, patches))
         ids = self.generate_action_ids(patches, prompts)
         return self.action_tokenizer.decode(ids).reshape(len(prompts), self.config.chunk_size, -1)
 

@@ -200,6 +200,37 @@ function shadedMaterial(lights, color, { map = null, emissive = 0, polygonOffset
   return m;
 }
 
+// Contact shadows: a soft dark disc on the table straight below each movable thing. Without them a
+// single camera cannot tell a floating sphere's or the gripper's height from its distance (both move
+// it along the same image axis); with them, the shadow fixes (x, y) and the object's image fixes z.
+// They are drawn in the dynamic layer (after the static backdrop), blended over the table.
+const SHADOW_VERTEX = `
+varying vec2 vUv;
+void main() {
+  vUv = uv;
+  gl_Position = projectionMatrix * modelViewMatrix * vec4(position, 1.0);
+}`;
+const SHADOW_FRAGMENT = `
+uniform float uOpacity;
+varying vec2 vUv;
+void main() {
+  float d = length(vUv - 0.5) * 2.0;
+  gl_FragColor = vec4(0.0, 0.0, 0.0, uOpacity * (1.0 - smoothstep(0.55, 1.0, d)));
+}`;
+const SHADOW_OPACITY = 0.55;
+const SHADOW_Z = 0.0008;
+
+function contactShadow(halfX, halfY) {
+  const m = new THREE.ShaderMaterial({
+    uniforms: { uOpacity: { value: SHADOW_OPACITY } },
+    vertexShader: SHADOW_VERTEX,
+    fragmentShader: SHADOW_FRAGMENT,
+    transparent: true,
+    depthWrite: false,
+  });
+  return new THREE.Mesh(new THREE.PlaneGeometry(2 * halfX, 2 * halfY), m);
+}
+
 const quatFromRpy = (rpy) => new THREE.Quaternion().setFromEuler(new THREE.Euler(rpy[0], rpy[1], rpy[2], "ZYX"));
 const v3 = (a) => new THREE.Vector3(a[0], a[1], a[2]);
 const arr3 = (v) => [v.x, v.y, v.z];
@@ -412,11 +443,15 @@ export class TabletopSim {
 
     const cr = rng.fork("objects");
     this.meshes = new Map();
+    this.shadows = new Map();
     for (const [name, o] of this.objects) {
       const spec = o.spec;
       const m = new THREE.Mesh(new THREE.BoxGeometry(2 * spec.half[0], 2 * spec.half[1], 2 * spec.half[2]), lam(jitterColor(BLOCK_COLORS[spec.color], cr, knobs.color_jitter)));
       scene.add(m);
       this.meshes.set(name, m);
+      const shadow = contactShadow(spec.half[0] * 1.25, spec.half[1] * 1.25);
+      scene.add(shadow);
+      this.shadows.set(name, shadow);
     }
     const fx = this.layout.fixtures;
     if (fx.container) {
@@ -448,6 +483,9 @@ export class TabletopSim {
       const m = new THREE.Mesh(new THREE.SphereGeometry(t.radius, 20, 14), lam(TARGET_COLORS[t.color], { emissive: 0.35 }));
       m.position.set(...t.pos);
       scene.add(m);
+      const shadow = contactShadow(t.radius * 1.3, t.radius * 1.3);
+      shadow.position.set(t.pos[0], t.pos[1], SHADOW_Z);
+      scene.add(shadow);
     }
 
     // Gripper: palm, two jaws and a column standing for the arm.
@@ -467,6 +505,8 @@ export class TabletopSim {
       return m;
     });
     scene.add(this.gripper);
+    this.gripperShadow = contactShadow(p.half_x * 1.4, p.half_y * 1.1);
+    scene.add(this.gripperShadow);
 
     const cam = theme.camera;
     const cj = rng.fork("camera");
@@ -498,7 +538,12 @@ export class TabletopSim {
       const m = this.meshes.get(name);
       m.position.set(t.x, t.y, t.z);
       m.quaternion.set(r.x, r.y, r.z, r.w);
+      const s = this.shadows.get(name);
+      s.position.set(t.x, t.y, SHADOW_Z);
+      s.rotation.set(0, 0, Math.atan2(2 * (r.w * r.z + r.x * r.y), 1 - 2 * (r.y * r.y + r.z * r.z)));
     }
+    this.gripperShadow.position.set(g.tcp.x, g.tcp.y, SHADOW_Z);
+    this.gripperShadow.rotation.set(0, 0, this.ee.ori[2]);
     this.gripper.updateMatrixWorld(true);
   }
 
