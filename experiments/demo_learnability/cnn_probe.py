@@ -19,8 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
+STATE_KEYS = ("ee_pos", "ee_ori", "gripper_width")
 
-def load(path: str, camera: str = "agentview"):
+
+def load(path: str, camera: str = "agentview", state_keys=STATE_KEYS):
     images, actions, words, states, episode, tasks = [], [], [], [], [], []
     with h5py.File(path, "r") as f:
         demos = sorted(f["data"], key=lambda k: int(k.split("_")[-1]))
@@ -37,7 +39,7 @@ def load(path: str, camera: str = "agentview"):
             obs = g["obs"]
             states.append(
                 np.concatenate(
-                    [obs[key][:].reshape(n, -1) for key in ("ee_pos", "ee_ori", "gripper_width")], 1
+                    [obs[key][:].reshape(n, -1) for key in state_keys], 1
                 )
             )
             episode += [e] * n
@@ -85,10 +87,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--state", nargs="*", default=list(STATE_KEYS),
+        help="proprio keys fed to the probe; without ee_pos the position must come from the image",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    images, actions, words, states, episode, tasks = load(args.file)
+    images, actions, words, states, episode, tasks = load(args.file, state_keys=args.state)
     val = episode % 10 == 0
     train_idx, val_idx = np.where(~val)[0], np.where(val)[0]
     net = Probe(words.shape[1], states.shape[1], images.shape[-1])

@@ -168,6 +168,23 @@ def test_randomization_knobs_change_the_scene(sim_env):
     assert sum(o["role"] == "distractor" for o in info["objects"].values()) == 3
 
 
+def test_start_jitter_moves_the_gripper_start_but_not_the_layout(sim_env):
+    home = [0.0, 0.0, 0.2]
+    obs, info = sim_env.reset(seed=7)
+    np.testing.assert_allclose(obs["ee_pos"], home, atol=1e-6)
+    starts = []
+    for seed in (7, 8):
+        o, i = sim_env.reset(seed=seed, options={"randomization": {"start_jitter": 1.0}})
+        starts.append(o["ee_pos"])
+        if seed == 7:  # same seed, same scene: only the gripper moved
+            assert i["objects"]["object"]["pos"] == info["objects"]["object"]["pos"]
+    assert all(np.abs(s - home).max() > 1e-3 for s in starts)
+    assert np.abs(starts[0] - starts[1]).max() > 1e-3
+    np.testing.assert_array_less(np.abs(starts[0] - home), [0.15 + 1e-6, 0.2 + 1e-6, 0.06 + 1e-6])
+    again, _ = sim_env.reset(seed=7, options={"randomization": {"start_jitter": 1.0}})
+    np.testing.assert_array_equal(again["ee_pos"], starts[0])
+
+
 def test_wrist_camera_and_render():
     env = SimEnv("pick_block", cameras=("agentview", "wrist"), image_size=96)
     try:

@@ -33,6 +33,7 @@ class RandomizationConfig:
     camera_position_jitter: float = 0.0
     camera_rotation_jitter: float = 0.0
     paraphrase: bool = True
+    start_jitter: float = 0.0
 
 
 @dataclass

@@ -43,6 +43,7 @@ export const RANDOMIZATION_DEFAULTS = {
   camera_position_jitter: 0.0,
   camera_rotation_jitter: 0.0,
   paraphrase: true,
+  start_jitter: 0.0,
 };
 
 // [kind, min, max] for validation of the knobs; documented in the manifest.
@@ -61,7 +62,16 @@ export const RANDOMIZATION_SPEC = {
   camera_position_jitter: ["number", 0, 0.1, "agentview camera position jitter (m)"],
   camera_rotation_jitter: ["number", 0, 0.2, "agentview look-at jitter (rad)"],
   paraphrase: ["boolean", null, null, "draw one of several instruction templates (false: the first)"],
+  start_jitter: ["number", 0, 1, "the gripper starts up to this fraction of (15, 20, 6) cm from home in x, y, z (0: always at home)"],
 };
+
+// Start pose of the gripper. From a fixed home, where the gripper is after a few steps tells which way
+// the expert went, and a policy can copy that from its proprio instead of looking at the scene;
+// varied starts take that shortcut away.
+export const START_JITTER_SCALE = [0.15, 0.2, 0.06];
+export function startPosition(rng, knobs) {
+  return ROBOT.home.pos.map((v, i) => v + rng.uniform(-1, 1) * knobs.start_jitter * START_JITTER_SCALE[i]);
+}
 
 export function validateRandomization(r) {
   const out = { ...RANDOMIZATION_DEFAULTS };

@@ -5,7 +5,7 @@ import * as THREE from "three";
 import RAPIER from "@dimforge/rapier3d-compat";
 import { ROBOT } from "./robot.js";
 import { Rng } from "./rng.js";
-import { TASKS, validateRandomization, BLOCK_COLORS, CONTAINER_COLORS, ZONE_COLORS, TARGET_COLORS, wrapAngle } from "./tasks.js";
+import { TASKS, startPosition, validateRandomization, BLOCK_COLORS, CONTAINER_COLORS, ZONE_COLORS, TARGET_COLORS, wrapAngle } from "./tasks.js";
 import { ENVIRONMENTS } from "./envs.js";
 
 import { CAMERAS } from "./manifest.js";
@@ -296,7 +296,7 @@ export class TabletopSim {
     this.expertMem = {};
     this.stepCount = 0;
     this.grasp = null;
-    this.ee = { pos: ROBOT.home.pos.slice(), ori: ROBOT.home.ori.slice(), width: ROBOT.home.width, target: ROBOT.home.width };
+    this.ee = { pos: startPosition(rng.fork("start"), knobs), ori: ROBOT.home.ori.slice(), width: ROBOT.home.width, target: ROBOT.home.width };
     this._buildPhysics();
     this._buildScene(rng.fork("visual"));
     this._syncVisuals();
