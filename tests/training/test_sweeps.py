@@ -106,6 +106,7 @@ def test_a_single_run_still_fails_loudly(tmp_path, data_file):
     assert proc.returncode != 0 and "optim.lr: must be > 0" in proc.stderr
 
 
+@pytest.mark.slow  # several trials of real training; the multirun test above keeps the index in `make test`
 def test_optuna_lora_search_runs_trials_and_indexes_them(tmp_path, data_file):
     sweep = tmp_path / "optuna"
     db = tmp_path / "optuna.db"
