@@ -4,24 +4,22 @@ crash never leaves a half-written dataset, statistics file or run record behind.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def temp_file_beside(path: Path, suffix: str = ".tmp") -> Path:
-    """An empty hidden file in ``path``'s directory, with the permissions a plain ``open`` would
-    give (``mkstemp`` alone makes it owner-only, and the rename would carry that over)."""
+    """A new empty hidden file with a unique name in ``path``'s directory. Created like a plain
+    ``open`` (mode 0666 less the umask): ``mkstemp``'s owner-only mode would survive the rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
-    return Path(tmp)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"paths.log_dir={out.parent}", "task_name=" + out.name, "callbacks.progress_bar=false"]
     # DART-style demonstrations: perturbed actions run, the expert's clean actions are recorded, so the
     # data holds the recoveries a closed-loop policy needs (experiments/demo_learnability).
-    expert = ["sim=demo", "expert.noise_std=0.3", "expert.random_action_prob=0.05"]
+    collection = ["sim=demo", "expert.noise_std=0.3", "expert.random_action_prob=0.05"]
 
     run(
         "1a. demonstrations in A",
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         f"environment={SOURCE_ENV}",
         f"episodes_per_task={args.source_episodes}",
         f"out={source_file}",
-        *expert,
+        *collection,
         "seed=0",
         "progress=false",
     )
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         f"environment={TARGET_ENV}",
         f"episodes_per_task={args.target_episodes}",
         f"out={target_file}",
-        *expert,
+        *collection,
         "seed=1",
         "progress=false",
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +78,7 @@ class EvalConfig:
             raise ConfigError("eval.tasks and eval.environments need at least one entry each")
 
     def randomization_knobs(self) -> dict[str, Any]:
-        r = self.randomization
-        return dict(r) if isinstance(r, Mapping) else dataclasses.asdict(r)
+        return dataclasses.asdict(self.randomization)
 
     def check_randomization(self) -> None:
         from vla_lab.sim.manifest import check_randomization

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from vla_lab.fileio import atomic_write_text
 from vla_lab.sim.errors import SimError
 
 WEB_ROOT = Path(__file__).resolve().parent / "web"
@@ -46,16 +45,11 @@ def _stale() -> bool:
 def load_manifest() -> dict[str, Any]:
     if _stale() and shutil.which("node") is not None:
         data = generate_manifest()
-        text = json.dumps(data, indent=2) + "\n"
-        # A unique temporary name: several processes may regenerate at once.
+        # Written under a unique temporary name: several processes may regenerate at once.
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=WEB_ROOT)
+            atomic_write_text(MANIFEST_PATH, json.dumps(data, indent=2) + "\n")
         except OSError:
             return data  # a read-only install: the in-memory manifest is just as good
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates owner-only files
-        os.replace(tmp, MANIFEST_PATH)
         return data
     if not MANIFEST_PATH.exists():
         raise SimError(f"{MANIFEST_PATH} is missing and node is not available to generate it")
