@@ -49,6 +49,23 @@ def test_fast_dev_run_writes_the_run_directory(tmp_path, data_file):
     assert json.loads((run / "config.json").read_text())["data"]["batch_size"] == 2
 
 
+def test_fast_head_fits_its_tokenizer_on_the_data_and_saves_it(tmp_path, data_file):
+    import torch
+
+    from vla_lab.policies.factory import load_policy
+
+    cfg, run = _cfg(tmp_path, data_file, "debug=fast", "model.action_head=fast", "model.chunk_size=4")
+    train(cfg)
+    final = run / "final"
+    assert (final / "fast_tokenizer" / "tokenizer.json").is_file()
+    steps = json.loads((final / "processor_config.json").read_text())["steps"]
+    assert any(s["step"] == "fast_tokens" and s["chunk_size"] == 4 for s in steps)
+    policy = load_policy(final).eval()
+    obs = {"observation.images.agentview": torch.rand(2, 3, 224, 224), "task": ["reach the red target"] * 2}
+    assert policy.predict_action_chunk(obs).shape == (2, 4, 7)
+    assert "train/token_accuracy" in json.loads((run / "summary.json").read_text())["final"]
+
+
 def test_an_existing_run_directory_is_never_overwritten(tmp_path, data_file):
     cfg, run = _cfg(tmp_path, data_file, "debug=fast")
     train(cfg)

@@ -1,12 +1,15 @@
 """Policy benchmarks on the tiny configs: training throughput (bf16 autocast), model FLOPs
-utilisation against the measured matmul peak, and inference latency per action of the ``tokens``
-head versus the ``l1_chunk`` head at chunk 8."""
+utilisation against the measured matmul peak, and inference latency per action of the ``tokens``,
+``l1_chunk`` and ``fast`` heads at chunk 8. The FAST head's latency depends on how many tokens the model
+emits before ``</s>``; untrained, it usually runs to its budget (K·A tokens), so its entry reports the
+tokens generated and how many its tokenizer needs for the benchmark's chunks."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 WARMUP, STEPS, BATCH, CHUNK = 2, 6, 8, 8
@@ -21,12 +24,21 @@ def _matmul_peak(dtype: torch.dtype, n: int = 2048, iters: int = 6) -> float:
     return 2 * n**3 * iters / (time.perf_counter() - start)
 
 
+def _smooth_chunks(n: int, chunk: int, dim: int = 7, seed: int = 0) -> np.ndarray:
+    """Normalized (n, chunk, dim) chunks: slow sinusoids, like a demonstration's motion (fits FAST)."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, chunk)[None, :, None]
+    amp, freq, phase = (rng.uniform(lo, hi, (n, 1, dim)) for lo, hi in ((0.1, 0.8), (0, 0.5), (0, 2 * np.pi)))
+    return (amp * np.sin(2 * np.pi * freq * t + phase)).astype(np.float32)
+
+
 def _make(head: str, chunk: int):
     from vla_lab.cli.hydra_app import compose
     from vla_lab.policies.factory import make_policy
 
     cfg = compose("model", ["model=openvla_tiny", f"model.action_head={head}", f"model.chunk_size={chunk}"])
-    return make_policy(cfg.model, corpus=["pick up the red block", "open the drawer"])
+    chunks = _smooth_chunks(2000, chunk) if head == "fast" else None
+    return make_policy(cfg.model, corpus=["pick up the red block", "open the drawer"], action_chunks=chunks)
 
 
 def _batch(batch: int, chunk: int, size: int = 224) -> dict:
@@ -85,7 +97,15 @@ def latency_per_action(head: str, repeats: int = 3) -> dict:
     for _ in range(repeats):
         policy.predict_action_chunk(obs)
     per_chunk = (time.perf_counter() - start) / repeats
-    return {"ms_per_chunk": round(1e3 * per_chunk, 2), "ms_per_action": round(1e3 * per_chunk / CHUNK, 2)}
+    out = {"ms_per_chunk": round(1e3 * per_chunk, 2), "ms_per_action": round(1e3 * per_chunk / CHUNK, 2)}
+    if head == "fast":
+        with torch.no_grad():
+            patches, prompts = policy._encode_observation(obs)
+            out["generated_tokens"] = len(policy.generate_fast_ids(patches, prompts)[0])
+        needed = [len(r) for r in policy.fast_tokenizer.encode(_smooth_chunks(500, CHUNK, seed=1))]
+        out["fast_tokens_per_chunk_needed"] = round(float(np.mean(needed)), 1)
+        out["bin_tokens_per_chunk"] = CHUNK * 7
+    return out
 
 
 def smolvla_tiny() -> dict:
@@ -125,12 +145,13 @@ def smolvla_tiny() -> dict:
 
 
 def run(out_dir: Path) -> dict:
-    tokens, l1 = latency_per_action("tokens"), latency_per_action("l1_chunk")
+    tokens, l1, fast = (latency_per_action(h) for h in ("tokens", "l1_chunk", "fast"))
     return {
         "openvla_tiny_train": train_throughput(),
         "openvla_tiny_latency_chunk8": {
             "tokens": tokens,
             "l1_chunk": l1,
+            "fast": fast,
             "l1_speedup_per_action": round(tokens["ms_per_action"] / l1["ms_per_action"], 2),
         },
         "smolvla_tiny": smolvla_tiny(),

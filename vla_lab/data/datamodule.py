@@ -227,6 +227,12 @@ class DemoDataModule(L.LightningDataModule):
         eps = self.train_set.episodes + (self.val_set.episodes if self.val_set else [])
         return sorted({e.instruction for e in eps})
 
+    def action_chunks(self, max_chunks: int = 10_000, seed: int = 0) -> np.ndarray:
+        """Normalized action chunks (N, K, A) of the training set, as the model's targets before
+        augmentation; at most ``max_chunks``, a fixed random subset (fits the FAST tokenizer)."""
+        self._require_setup()
+        return self.train_set.action_chunks(max_chunks, seed)
+
     def state_dict(self) -> dict[str, Any]:
         return {"normalizer": self.normalizer.to_dict()} if self.normalizer else {}
 

@@ -128,6 +128,23 @@ class DemoDataset(Dataset):
         is_pad = idx >= len(actions)
         return actions[np.minimum(idx, len(actions) - 1)].copy(), is_pad
 
+    def action_chunks(self, max_chunks: int, seed: int = 0) -> np.ndarray:
+        """(N, K, A) float32 normalized chunks (end-of-episode padding as in samples) of at most
+        ``max_chunks`` samples drawn without replacement by ``seed``; reads no images."""
+        n = len(self)
+        if max_chunks < 1 or n == 0:
+            raise ValueError(
+                f"need max_chunks >= 1 and a non-empty dataset, got {max_chunks} and {n} samples"
+            )
+        idx = (
+            np.arange(n)
+            if n <= max_chunks
+            else np.sort(np.random.default_rng(seed).choice(n, max_chunks, False))
+        )
+        chunks = np.stack([self._chunk(self._actions[self._ep_of[i]], int(self._t_of[i]))[0] for i in idx])
+        chunks = chunks.astype(np.float32)
+        return self.normalizer.normalize_action(chunks) if self.normalizer is not None else chunks
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handles"] = {}  # h5py handles cannot be pickled (spawn start method); workers reopen

@@ -14,15 +14,17 @@ def make_policy(
     peft: Any = None,
     corpus: list[str] | None = None,
     norm_stats: dict[str, Any] | None = None,
+    action_chunks: Any = None,
 ):
     """A policy ready to train: ``corpus`` (the dataset's instructions) trains small configs'
-    tokenizers; ``norm_stats`` is ``{unnorm_key: Normalizer.to_dict()}``."""
+    tokenizers; ``norm_stats`` is ``{unnorm_key: Normalizer.to_dict()}``; ``action_chunks`` (the
+    training set's normalized chunks, (N, K, A)) fits OpenVLA's FAST tokenizer (``action_head=fast``)."""
     config = model_config_from(model_cfg)
     spec: PeftSpec = peft_spec_from(peft)
     if config.family == "openvla":
         from vla_lab.policies.openvla.modeling_openvla import make_openvla_policy
 
-        policy = make_openvla_policy(config, corpus, norm_stats)
+        policy = make_openvla_policy(config, corpus, norm_stats, action_chunks)
     elif config.family == "smolvla":
         from vla_lab.policies.smolvla.modeling_smolvla import make_smolvla_policy
 

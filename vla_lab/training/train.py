@@ -57,7 +57,11 @@ def build_policy(cfg: DictConfig, dm) -> Any:
 
     log.info("Building policy <%s> with peft <%s>", cfg.model.family, cfg.peft.method)
     norm_stats = {cfg.unnorm_key: dm.normalizer.to_dict()}
-    return make_policy(cfg.model, cfg.peft, corpus=dm.instructions, norm_stats=norm_stats)
+    # Only the FAST head needs them (to fit its tokenizer); a checkpoint saves what was fitted.
+    chunks = dm.action_chunks() if cfg.model.get("action_head") == "fast" else None
+    return make_policy(
+        cfg.model, cfg.peft, corpus=dm.instructions, norm_stats=norm_stats, action_chunks=chunks
+    )
 
 
 def build_loggers(cfg: DictConfig) -> list:

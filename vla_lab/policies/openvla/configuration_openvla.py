@@ -16,7 +16,9 @@ SIGLIP_MEAN, SIGLIP_STD = [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]
 DINOV2_ID = "vit_large_patch14_reg4_dinov2.lvd142m"
 SIGLIP_ID = "vit_so400m_patch14_siglip_224"
 PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
-ACTION_HEADS = ("tokens", "l1_chunk")
+ACTION_HEADS = ("tokens", "l1_chunk", "fast")
+#: What a byte-level BPE trained on instructions needs besides merges: 256 bytes and <unk> <s> </s>.
+MIN_TRAINED_TEXT_VOCAB = 259
 PROPRIO_INJECTIONS = ("token", "queries")
 
 
@@ -94,7 +96,17 @@ class OpenVLAConfig:
     prompt_template: str = PROMPT_TEMPLATE
     #: Prompts longer than this many tokens are truncated (with a warning), keeping the end.
     max_prompt_tokens: int = 96
+    #: "tokens" (OpenVLA's bins), "l1_chunk" (OFT-style continuous head) or "fast" (FAST: DCT + BPE
+    #: tokens, fitted on the training set's chunks and saved with the processor).
     action_head: str = "tokens"
+    #: FAST BPE vocabulary. Its ids are the last ``fast_vocab_size`` of the text vocabulary (LLM id =
+    #: ``text_vocab_size - 1 - fast_id``). The paper uses 1024; 256 takes exactly the ids OpenVLA's bins
+    #: take, so every preset keeps its text tokenizer (and Llama-2 loses no more text tokens).
+    fast_vocab_size: int = 256
+    #: FAST quantization: DCT coefficients are multiplied by this and rounded (paper: 10). Larger is
+    #: finer (a value's rounding error is at most 0.5·sqrt(chunk_size)/scale) but needs more symbols
+    #: (2·ceil(scale·sqrt(chunk_size)) + 1 must fit in fast_vocab_size) and more tokens per chunk.
+    fast_scale: float = 10.0
     chunk_size: int = 1
     n_action_steps: int | None = None
     temporal_ensemble_coeff: float | None = None
@@ -141,6 +153,40 @@ class OpenVLAConfig:
             raise ValueError(
                 f"text_vocab_size {self.vocab_size} leaves no room for {self.n_action_bins} bins"
             )
+        if self.action_head == "fast":
+            self._validate_fast()
+
+    def _validate_fast(self) -> None:
+        from vla_lab.policies.fast_tokenizer import alphabet_size_for
+
+        if self.fast_scale <= 0:
+            raise ValueError(f"fast_scale must be > 0, got {self.fast_scale}")
+        need = alphabet_size_for(self.fast_scale, self.chunk_size)
+        if self.fast_vocab_size < need:
+            raise ValueError(
+                f"fast_vocab_size={self.fast_vocab_size} cannot hold the {need} coefficient symbols that "
+                f"fast_scale={self.fast_scale} and chunk_size={self.chunk_size} need "
+                "(2·ceil(scale·sqrt(chunk_size)) + 1): raise fast_vocab_size or lower fast_scale"
+            )
+        first = self.vocab_size - self.fast_vocab_size
+        specials = {"bos": self.text.bos_token_id, "eos": self.text.eos_token_id}
+        clash = {k: v for k, v in specials.items() if first <= v < self.vocab_size}
+        if first <= 0 or clash:
+            raise ValueError(
+                f"fast_vocab_size={self.fast_vocab_size} FAST ids (the last of text_vocab_size="
+                f"{self.vocab_size}, from {first}) must leave the special tokens {specials} below them"
+            )
+        if self.tokenizer == "train" and first < MIN_TRAINED_TEXT_VOCAB:
+            raise ValueError(
+                f"text_vocab_size={self.vocab_size} - fast_vocab_size={self.fast_vocab_size} leaves "
+                f"{first} ids for the trained text tokenizer, which needs >= {MIN_TRAINED_TEXT_VOCAB}: "
+                "lower fast_vocab_size or raise text_vocab_size (and text.vocab_size)"
+            )
+
+    @property
+    def n_action_ids(self) -> int:
+        """Ids reserved for actions at the end of the text vocabulary (a trained tokenizer keeps off them)."""
+        return self.fast_vocab_size if self.action_head == "fast" else self.n_action_bins
 
     @property
     def vocab_size(self) -> int:

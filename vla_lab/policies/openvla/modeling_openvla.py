@@ -3,18 +3,21 @@
 ``OpenVLAForActionPrediction`` holds ``vision_backbone.featurizer`` (DINOv2, timm),
 ``vision_backbone.fused_featurizer`` (SigLIP, timm), ``projector.fc1/fc2/fc3`` and
 ``language_model`` (``LlamaForCausalLM``); the optional ``action_head`` exists only for the
-``l1_chunk`` head. Patch features come from the second-to-last ViT block without the final norm,
-the two backbones' features are concatenated per patch, and the projected patches are inserted
-right after ``<s>``. ``OpenVLAPolicy`` adds the vla_lab policy contract on top.
+``l1_chunk`` head (the ``tokens`` and ``fast`` heads predict text-vocabulary ids with the LM head).
+Patch features come from the second-to-last ViT block without the final norm, the two backbones'
+features are concatenated per patch, and the projected patches are inserted right after ``<s>``.
+``OpenVLAPolicy`` adds the vla_lab policy contract on top.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
@@ -28,11 +31,13 @@ from vla_lab.policies import lora
 from vla_lab.policies.action_tokenizer import BinActionTokenizer
 from vla_lab.policies.checkpoint import load_state_dict_files, load_strict, save_state_dict
 from vla_lab.policies.contract import VLAPolicy, check_actions, check_images, tasks_of
+from vla_lab.policies.fast_tokenizer import FastActionTokenizer, from_llm_ids, to_llm_ids
 from vla_lab.policies.openvla.configuration_openvla import L1HeadSpec, LlamaSpec, OpenVLAConfig, ViTSpec
-from vla_lab.policies.openvla.processor_openvla import OpenVLAProcessor
+from vla_lab.policies.openvla.processor_openvla import OpenVLAProcessor, action_step, check_fast_matches
 from vla_lab.policies.quantization import disable_cpu_inference_repack, quantize_linears
 
 IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
 
 
 class ScaledResidual(nn.Module):
@@ -379,6 +384,8 @@ class OpenVLAPolicy(VLAPolicy):
         patches, prompts = self._encode_observation(batch)
         if self.config.action_head == "l1_chunk":
             return self._l1_forward(patches, prompts, action, is_pad, self._query_offset(batch, patches))
+        if self.config.action_head == "fast":
+            return self._fast_forward(patches, prompts, action, is_pad)
         return self._token_forward(patches, prompts, action, is_pad)
 
     def _token_forward(self, patches, prompts, action, is_pad):
@@ -424,12 +431,125 @@ class OpenVLAPolicy(VLAPolicy):
         loss = (torch.abs(pred - action) * keep).sum() / (keep.sum() * action.shape[-1]).clamp(min=1)
         return loss, {"loss": loss.detach(), **action_metrics(pred.detach(), action, is_pad)}
 
+    # ---- the FAST head ----
+    @property
+    def fast_tokenizer(self) -> FastActionTokenizer:
+        fast = getattr(self.processor, "fast_tokenizer", None)
+        if fast is None:
+            raise RuntimeError("action_head='fast' but the processor holds no FAST tokenizer")
+        return fast
+
+    def _fast_targets(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(suffix ids (B, L), labels (B, L), FAST lengths (B,)): each row's FAST ids then </s>, right-
+        padded to the longest row with the pad id, whose labels are ignored. The chunk's padded steps
+        (the last action repeated) are part of its encoding: the DCT mixes steps, so they cannot be
+        masked one by one."""
+        rows = self.fast_tokenizer.encode(action.detach().float().cpu().numpy())
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        width = int(lengths.max()) + 1
+        eos, pad = self.config.text.eos_token_id, self.config.text.pad_token_id
+        suffix = torch.full((len(rows), width), pad, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for b, row in enumerate(rows):
+            ids = torch.from_numpy(to_llm_ids(row, self.config.vocab_size))
+            suffix[b, : len(row)], suffix[b, len(row)] = ids, eos
+            labels[b, : len(row) + 1] = suffix[b, : len(row) + 1]
+        device = action.device
+        return suffix.to(device), labels.to(device), lengths.to(device)
+
+    def _fast_forward(self, patches, prompts, action, is_pad):
+        suffix_ids, labels, lengths = self._fast_targets(action)
+        seq = assemble(self.model, patches, prompts, self.model.embed_tokens(suffix_ids))
+        hidden = self._hidden(seq).last_hidden_state
+        n = suffix_ids.shape[1]
+        logits = self.model.language_model.lm_head(hidden[:, -n - 1 : -1]).float()
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+        )
+        with torch.no_grad():
+            pred = logits.argmax(-1)
+            is_action = torch.arange(n, device=pred.device)[None] < lengths[:, None]
+            acc = (pred == suffix_ids)[is_action].float().mean()
+            # Teacher-forced argmax ids, one row per target length, decoded like generated ones.
+            rows = [pred[b, : int(lengths[b])].tolist() for b in range(pred.shape[0])]
+            pred_actions, malformed = self._decode_fast(rows)
+        return loss, {
+            "loss": loss.detach(),
+            "token_accuracy": acc,
+            "fast_tokens_per_chunk": lengths.float().mean(),
+            "fast_malformed_rate": torch.tensor(float(malformed.mean()), device=action.device),
+            **action_metrics(pred_actions.to(action.device), action, is_pad),
+        }
+
+    def _decode_fast(self, llm_rows: list[list[int]]) -> tuple[torch.Tensor, np.ndarray]:
+        """Language-model id rows → ((B, K, A) normalized actions, malformed flags (B,))."""
+        fast_rows = [from_llm_ids(r, self.config.vocab_size) for r in llm_rows]
+        chunks, malformed = self.fast_tokenizer.decode(fast_rows)
+        return torch.from_numpy(chunks), malformed
+
+    @torch.no_grad()
+    def generate_fast_ids(self, patches: torch.Tensor, prompts: list[list[int]]) -> list[list[int]]:
+        """Greedy decoding with a KV cache, restricted to the FAST ids and </s>, until every row has
+        emitted </s> or K·A tokens (no valid chunk needs more: a token spells >= 1 coefficient, so a
+        row still going is cut there). Rows that finished are fed </s> until the others are done.
+        Returns each row's ids before its </s>."""
+        eos = self.config.text.eos_token_id
+        budget = self.config.chunk_size * self.config.action_dim
+        seq = assemble(self.model, patches, prompts, None)
+        lm = self.model.language_model
+        out = lm(
+            inputs_embeds=seq.embeds,
+            attention_mask=seq.mask.long(),
+            position_ids=seq.position_ids,
+            past_key_values=DynamicCache(config=lm.config),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        allowed = self._fast_logit_mask(out.logits.shape[-1], out.logits.device)
+        mask, pos = seq.mask.long(), seq.position_ids[:, -1:]
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=patches.device)
+        tokens = []
+        for step in range(budget):
+            nxt = out.logits[:, -1].float().masked_fill(~allowed, float("-inf")).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)[:, None]
+            tokens.append(nxt)
+            done = done | (nxt[:, 0] == eos)
+            if bool(done.all()) or step + 1 == budget:
+                break
+            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+            pos = pos + 1
+            out = lm(
+                input_ids=nxt,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+        ids = torch.cat(tokens, dim=1).tolist()
+        return [row[: row.index(eos)] if eos in row else row for row in ids]
+
+    def _fast_logit_mask(self, n_logits: int, device: torch.device) -> torch.Tensor:
+        """True for the ids the BPE can emit and </s>: a text id carries no action and was never a target."""
+        allowed = torch.zeros(n_logits, dtype=torch.bool, device=device)
+        vocab = self.config.vocab_size
+        allowed[vocab - self.fast_tokenizer.n_tokens : vocab] = True
+        allowed[self.config.text.eos_token_id] = True
+        return allowed
+
+    def _predict_fast(self, patches, prompts) -> torch.Tensor:
+        chunks, malformed = self._decode_fast(self.generate_fast_ids(patches, prompts))
+        if malformed.any():
+            _warn_malformed(self.fast_tokenizer, int(malformed.sum()), len(prompts))
+        return chunks.to(patches.device)
+
     # ---- inference ----
     @torch.no_grad()
     def predict_action_chunk(self, observation) -> torch.Tensor:
         patches, prompts = self._encode_observation(observation)
         if self.config.action_head == "l1_chunk":
             return self._l1_chunk(patches, prompts, self._query_offset(observation, patches))
+        if self.config.action_head == "fast":
+            return self._predict_fast(patches, prompts)
         ids = self.generate_action_ids(patches, prompts)
         return self.action_tokenizer.decode(ids).reshape(len(prompts), self.config.chunk_size, -1)
 
@@ -466,6 +586,20 @@ class OpenVLAPolicy(VLAPolicy):
         return torch.cat(tokens, dim=1)
 
 
+def _warn_malformed(fast: FastActionTokenizer, n_bad: int, batch: int) -> None:
+    """Warns when the running count passes 1, 2, 4, 8, …: visible, without flooding a long evaluation."""
+    total = fast.counts["malformed"]
+    if total.bit_length() > (total - n_bad).bit_length():
+        log.warning(
+            "FAST: %d of %d generated chunks did not decode to exactly K·A coefficients (repaired: "
+            "unknown ids dropped, missing high frequencies zero); %d of %d so far",
+            n_bad,
+            batch,
+            total,
+            fast.counts["decoded"],
+        )
+
+
 def action_metrics(pred: torch.Tensor, target: torch.Tensor, is_pad: torch.Tensor) -> dict[str, torch.Tensor]:
     """Validation metrics in normalized units; dims 0-2 position, 3-5 rotation, last = gripper."""
     keep = ~is_pad
@@ -495,21 +629,53 @@ def build_tokenizer(config: OpenVLAConfig, corpus: list[str] | None):
         )
     if config.tokenizer != "train":
         return load_tokenizer(config.tokenizer)
-    n_text = config.vocab_size - config.n_action_bins
-    tokenizer = train_bpe_tokenizer(corpus or [], n_text=n_text, n_action=config.n_action_bins)
+    n_text = config.vocab_size - config.n_action_ids
+    tokenizer = train_bpe_tokenizer(corpus or [], n_text=n_text, n_action=config.n_action_ids)
     if config.space_token_id != space_token_id(tokenizer):
         config.space_token_id = space_token_id(tokenizer)
     return tokenizer
 
 
+def fit_fast_tokenizer(config: OpenVLAConfig, action_chunks: np.ndarray | None) -> FastActionTokenizer:
+    """The FAST tokenizer of ``config``, fitted on the training set's normalized chunks (N, K, A)."""
+    if action_chunks is None or len(action_chunks) == 0:
+        raise ValueError(
+            "model.action_head=fast fits its tokenizer on the training set's normalized action chunks: "
+            "pass action_chunks=datamodule.action_chunks() to make_policy (vla-train does)"
+        )
+    chunks = np.asarray(action_chunks)
+    if chunks.ndim != 3 or chunks.shape[1:] != (config.chunk_size, config.action_dim):
+        raise ValueError(
+            f"action_chunks have shape {chunks.shape}; model.chunk_size={config.chunk_size} and "
+            f"model.action_dim={config.action_dim} need (N, {config.chunk_size}, {config.action_dim})"
+        )
+    fast = FastActionTokenizer.fit(chunks, scale=config.fast_scale, vocab_size=config.fast_vocab_size)
+    lengths = [len(r) for r in fast.encode(chunks)]
+    log.info(
+        "FAST tokenizer fitted on %d chunks: %d tokens, %.1f tokens per chunk on them (bins: %d)",
+        len(chunks),
+        fast.n_tokens,
+        float(np.mean(lengths)),
+        config.chunk_size * config.action_dim,
+    )
+    return fast
+
+
 def make_openvla_policy(
-    config: OpenVLAConfig, corpus: list[str] | None = None, norm_stats: dict[str, Any] | None = None
+    config: OpenVLAConfig,
+    corpus: list[str] | None = None,
+    norm_stats: dict[str, Any] | None = None,
+    action_chunks: np.ndarray | None = None,
 ) -> OpenVLAPolicy:
-    """A fresh policy; ``corpus`` (the dataset's instructions) trains the small configs' tokenizer."""
+    """A fresh policy; ``corpus`` (the dataset's instructions) trains the small configs' tokenizer and
+    ``action_chunks`` (normalized, (N, K, A)) the FAST tokenizer of ``action_head=fast``."""
     if config.pretrained:
-        return OpenVLAPolicy.from_pretrained(config.pretrained, overrides=config, norm_stats=norm_stats)
+        return OpenVLAPolicy.from_pretrained(
+            config.pretrained, overrides=config, norm_stats=norm_stats, action_chunks=action_chunks
+        )
     tokenizer = build_tokenizer(config, corpus)
-    processor = OpenVLAProcessor.from_config(config, tokenizer, norm_stats)
+    fast = fit_fast_tokenizer(config, action_chunks) if config.action_head == "fast" else None
+    processor = OpenVLAProcessor.from_config(config, tokenizer, norm_stats, fast)
     return OpenVLAPolicy(config, processor)
 
 
@@ -549,16 +715,35 @@ def load_openvla(
     norm_stats: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
     quantization: str | None = None,
+    action_chunks: np.ndarray | None = None,
 ) -> OpenVLAPolicy:
     """Loads a vla_lab or official OpenVLA checkpoint directory (full weights or adapters).
-    ``overrides`` may change run-time fields only (chunk execution, gradient checkpointing)."""
+    ``overrides`` may change run-time fields only (chunk execution, gradient checkpointing), with one
+    exception: ``overrides.action_head == "fast"`` turns a ``tokens``-head checkpoint into a FAST one
+    (both heads are the LM head over the vocabulary, so every weight carries over) and fits its FAST
+    tokenizer on ``action_chunks``. A FAST checkpoint always decodes with its saved tokenizer."""
     directory = Path(directory)
     if not (directory / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}: not a checkpoint directory")
     raw = json.loads((directory / CONFIG_FILE).read_text())
     if (directory / lora.ADAPTER_CONFIG).exists():
-        return _load_adapted(directory, raw, overrides, norm_stats)
+        policy = _load_adapted(directory, raw, overrides, norm_stats)
+    else:
+        policy = _load_full(directory, raw, overrides, norm_stats, dtype, quantization)
+    return _ensure_fast_tokenizer(policy, action_chunks, directory)
+
+
+def _load_full(
+    directory: Path,
+    raw: dict[str, Any],
+    overrides: OpenVLAConfig | None,
+    norm_stats: dict[str, Any] | None,
+    dtype: torch.dtype | None = None,
+    quantization: str | None = None,
+    head_source: OpenVLAConfig | None = None,
+) -> OpenVLAPolicy:
     config = OpenVLAConfig.from_hf_dict(raw)
+    _adopt_fast_head(config, head_source or overrides, directory)
     if overrides is not None:
         for name in ("n_action_steps", "temporal_ensemble_coeff", "gradient_checkpointing"):
             setattr(config, name, getattr(overrides, name))
@@ -582,18 +767,87 @@ def _load_adapted(directory: Path, raw: dict[str, Any], overrides, norm_stats) -
 
     base_dir = Path(raw["base_model"])
     base_dir = base_dir if base_dir.is_absolute() else directory / base_dir
-    policy = load_openvla(base_dir, overrides, {**(raw.get("norm_stats") or {}), **(norm_stats or {})})
+    if not (base_dir / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"base model {base_dir} of the adapters in {directory} has no {CONFIG_FILE}")
+    own = OpenVLAConfig.from_hf_dict(raw)
+    base_raw = json.loads((base_dir / CONFIG_FILE).read_text())
+    stats = {**(raw.get("norm_stats") or {}), **(norm_stats or {})}
+    # Adapters trained with the FAST head on a tokens-head base carry the head; the base does not.
+    head = own if own.action_head == "fast" else overrides
+    if (base_dir / lora.ADAPTER_CONFIG).exists():
+        policy = _load_adapted(base_dir, base_raw, overrides, stats)
+    else:
+        policy = _load_full(base_dir, base_raw, overrides, stats, head_source=head)
     policy.processor = OpenVLAProcessor.from_pretrained(directory, policy.config, policy.processor.norm_stats)
     spec = peft_spec_from(raw["peft"])
-    if (
-        OpenVLAConfig.from_hf_dict(raw).to_hf_dict()
-        != OpenVLAConfig.from_hf_dict(json.loads((base_dir / CONFIG_FILE).read_text())).to_hf_dict()
-    ):
+    if not _same_network(own, OpenVLAConfig.from_hf_dict(base_raw)):
         raise ValueError(
             f"adapter config in {directory} describes another architecture than its base {base_dir}"
         )
     lora.load_adapters(policy, directory, spec, raw.get("base_fingerprint"))
     policy.peft_spec = spec
+    return policy
+
+
+#: Fields in which a ``tokens`` and a ``fast`` config of the same network may differ: how actions map
+#: to ids and how chunks execute, never the weights.
+TOKEN_HEAD_FIELDS = (
+    "action_head",
+    "chunk_size",
+    "n_action_steps",
+    "temporal_ensemble_coeff",
+    "fast_vocab_size",
+    "fast_scale",
+)
+
+
+def _same_network(a: OpenVLAConfig, b: OpenVLAConfig) -> bool:
+    da, db = a.to_hf_dict(), b.to_hf_dict()
+    if {a.action_head, b.action_head} == {"tokens", "fast"}:
+        for d in (da, db):
+            for name in TOKEN_HEAD_FIELDS:
+                d["vla_lab"].pop(name, None)
+    return da == db
+
+
+def _adopt_fast_head(config: OpenVLAConfig, source: OpenVLAConfig | None, directory: Path) -> None:
+    """Switches a ``tokens``-head checkpoint's config to ``source``'s FAST head (chunk, vocabulary and
+    scale included: the tokenizer is fitted for them)."""
+    if source is None or source.action_head != "fast" or config.action_head == "fast":
+        return
+    if config.action_head != "tokens":
+        raise ValueError(
+            f"checkpoint {directory} has action_head={config.action_head!r}; model.action_head=fast can "
+            "start only from a 'tokens' or 'fast' checkpoint (the l1_chunk head has weights of its own)"
+        )
+    config.action_head = "fast"
+    config.chunk_size = source.chunk_size
+    config.n_action_steps, config.temporal_ensemble_coeff = (
+        source.n_action_steps,
+        source.temporal_ensemble_coeff,
+    )
+    config.fast_vocab_size, config.fast_scale = source.fast_vocab_size, source.fast_scale
+    config.validate()
+
+
+def _ensure_fast_tokenizer(policy: OpenVLAPolicy, action_chunks, directory: Path) -> OpenVLAPolicy:
+    """A FAST policy leaves here with a tokenizer matching its config: the saved one, or one fitted on
+    ``action_chunks`` when the checkpoint had the ``tokens`` head."""
+    if policy.config.action_head != "fast":
+        return policy
+    processor = policy.processor
+    if processor.fast_tokenizer is not None:
+        check_fast_matches(
+            processor.fast_tokenizer, action_step(policy.config), f"FAST tokenizer of {directory}"
+        )
+        return policy
+    if action_chunks is None:
+        raise ValueError(
+            f"{directory} holds no FAST tokenizer but action_head=fast: fine-tune it with vla-train, "
+            "which fits one on the training set's action chunks (make_policy(..., action_chunks="
+            "datamodule.action_chunks())), or load a checkpoint trained with action_head=fast"
+        )
+    processor.attach_fast_tokenizer(fit_fast_tokenizer(policy.config, action_chunks), policy.config)
     return policy
 
 

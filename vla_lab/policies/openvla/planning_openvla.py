@@ -45,6 +45,7 @@ def plan_openvla(config: OpenVLAConfig, spec: Any, planner: Any) -> dict[str, An
         )
     t = config.text
     n_patches = (config.image_size // 14) ** 2
+    # K·A action ids and </s>; for the fast head an upper bound (a FAST token spells >= 1 coefficient).
     seq = planner.seq_len or 1 + n_patches + TYPICAL_PROMPT_TOKENS + config.chunk_size * config.action_dim + 1
     llm = Stack(
         "llm",

@@ -2,20 +2,27 @@
 
 Steps: ``check_image`` (camera, size) → ``normalize_image`` (one mean/std per backbone, channels
 stacked to (B, 3·n, H, W)) → ``prompt`` (template, lowercased instruction, ``<s>`` first, the lone
-space token last, truncation) → ``action_bins`` → ``unnormalize`` (``norm_stats[unnorm_key]``).
-Evaluation rebuilds exactly these steps from ``processor_config.json``; nothing is recomputed.
+space token last, truncation) → ``action_bins`` (or ``fast_tokens`` for the FAST head: its fitted
+tokenizer lives in ``fast_tokenizer/`` beside the step list) → ``unnormalize`` (``norm_stats[unnorm_key]``).
+Evaluation rebuilds exactly these steps from ``processor_config.json``; nothing is recomputed or refitted.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from vla_lab.policies.fast_tokenizer import FastActionTokenizer
 from vla_lab.policies.openvla.configuration_openvla import OpenVLAConfig
-from vla_lab.policies.processor import StepProcessor
+from vla_lab.policies.processor import PROCESSOR_FILE, StepProcessor
+
+#: Sub-directory of a checkpoint holding the FAST tokenizer (tokenizer.json + fast_config.json).
+FAST_DIR = "fast_tokenizer"
+ACTION_STEPS = ("action_bins", "fast_tokens")
 
 
 class OpenVLAProcessor(StepProcessor):
@@ -24,8 +31,11 @@ class OpenVLAProcessor(StepProcessor):
         tokenizer: PreTrainedTokenizerBase,
         steps: list[dict[str, Any]],
         norm_stats: dict[str, Any] | None = None,
+        fast_tokenizer: FastActionTokenizer | None = None,
     ) -> None:
         super().__init__(tokenizer, steps, norm_stats)
+        #: the FAST head's tokenizer; None for the other heads (and until a pretrained base gets one)
+        self.fast_tokenizer = fast_tokenizer
         by_name = {s["step"]: s for s in steps}
         self._image = by_name["check_image"]
         self._norm_image = by_name["normalize_image"]
@@ -39,6 +49,7 @@ class OpenVLAProcessor(StepProcessor):
         config: OpenVLAConfig,
         tokenizer: PreTrainedTokenizerBase,
         norm_stats: dict[str, Any] | None = None,
+        fast_tokenizer: FastActionTokenizer | None = None,
     ) -> OpenVLAProcessor:
         # Upstream's action ids reuse the last 256 text ids; only ids past the embedding table are fatal.
         if len(tokenizer) > config.text.vocab_size:
@@ -62,17 +73,44 @@ class OpenVLAProcessor(StepProcessor):
                 "space_token_id": config.space_token_id,
                 "max_prompt_tokens": config.max_prompt_tokens,
             },
-            {
-                "step": "action_bins",
-                "n_bins": config.n_action_bins,
-                "vocab_size": config.vocab_size,
-                "chunk_size": config.chunk_size,
-                "action_dim": config.action_dim,
-                "head": config.action_head,
-            },
+            action_step(config),
             {"step": "unnormalize", "mode": "norm_stats[unnorm_key]"},
         ]
-        return cls(tokenizer, steps, norm_stats)
+        processor = cls(tokenizer, steps, norm_stats)
+        if fast_tokenizer is not None:
+            processor.attach_fast_tokenizer(fast_tokenizer, config)
+        return processor
+
+    # ---- the FAST tokenizer ----
+    def fast_step(self) -> dict[str, Any] | None:
+        return next((s for s in self.steps if s["step"] == "fast_tokens"), None)
+
+    def attach_fast_tokenizer(self, fast: FastActionTokenizer, config: OpenVLAConfig) -> None:
+        """Uses ``fast`` for actions: the action step becomes ``fast_tokens`` (a pretrained
+        ``tokens``-head processor switches here when fine-tuned with the FAST head)."""
+        step = action_step(config)
+        check_fast_matches(fast, step, "the fitted FAST tokenizer")
+        self.steps = [step if s["step"] in ACTION_STEPS else s for s in self.steps]
+        self.fast_tokenizer = fast
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        super().save_pretrained(directory)
+        step = self.fast_step()
+        if step is not None:
+            if self.fast_tokenizer is None:
+                raise ValueError("processor has a fast_tokens step but no FAST tokenizer to save")
+            self.fast_tokenizer.save(Path(directory) / step["path"])
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, config, norm_stats: dict[str, Any] | None = None):
+        processor = super().from_pretrained(directory, config, norm_stats)
+        step = processor.fast_step()
+        # Steps derived from the config (official layouts ship none) promise no saved tokenizer.
+        if step is not None and (Path(directory) / PROCESSOR_FILE).exists():
+            fast = FastActionTokenizer.load(Path(directory) / step["path"])
+            check_fast_matches(fast, step, f"{Path(directory) / step['path']}")
+            processor.fast_tokenizer = fast
+        return processor
 
     # ---- pre-processing ----
     def pixel_values(self, image: torch.Tensor) -> torch.Tensor:
@@ -115,3 +153,42 @@ class OpenVLAProcessor(StepProcessor):
         return ids
 
     # ---- post-processing ----
+
+
+def action_step(config: OpenVLAConfig) -> dict[str, Any]:
+    """How actions become ids: OpenVLA's bins, or the FAST tokenizer saved in ``FAST_DIR``."""
+    if config.action_head == "fast":
+        return {
+            "step": "fast_tokens",
+            "path": FAST_DIR,
+            "vocab_size": config.fast_vocab_size,
+            "scale": config.fast_scale,
+            "text_vocab_size": config.vocab_size,
+            "id_rule": "llm_id = text_vocab_size - 1 - fast_id",
+            "chunk_size": config.chunk_size,
+            "action_dim": config.action_dim,
+            "head": config.action_head,
+        }
+    return {
+        "step": "action_bins",
+        "n_bins": config.n_action_bins,
+        "vocab_size": config.vocab_size,
+        "chunk_size": config.chunk_size,
+        "action_dim": config.action_dim,
+        "head": config.action_head,
+    }
+
+
+def check_fast_matches(fast: FastActionTokenizer, step: dict[str, Any], where: str) -> None:
+    """A FAST tokenizer fitted for another chunk, scale or vocabulary would decode garbage: refuse it."""
+    spec = fast.spec
+    pairs = {
+        "chunk_size": (spec.chunk_size, step["chunk_size"]),
+        "action_dim": (spec.action_dim, step["action_dim"]),
+        "fast_scale": (spec.scale, float(step["scale"])),
+        "fast_vocab_size": (spec.vocab_size, step["vocab_size"]),
+    }
+    wrong = {k: v for k, v in pairs.items() if v[0] != v[1]}
+    if wrong:
+        detail = ", ".join(f"model.{k}={b} but the tokenizer has {a}" for k, (a, b) in wrong.items())
+        raise ValueError(f"{where} does not match the model config: {detail}")
