@@ -135,3 +135,21 @@ def test_torchvision_jitter_is_selectable():
     aug = _aug(color_jitter={"impl": "torchvision"})
     names = [type(t).__name__ for t in build_image_transform(aug, 16, train=True).transforms]
     assert "ColorJitter" in names and "LinearColorJitter" not in names
+
+
+@pytest.mark.timeout(60)
+def test_colour_jitter_works_when_first_imported_under_a_meta_device_context():
+    """Checkpoint loading builds models inside ``with torch.device("meta")``; a module first imported
+    there must not keep meta tensors as constants."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "with torch.device('meta'):\n"
+        "    from vla_lab.data.transforms import LinearColorJitter\n"
+        "out = LinearColorJitter(0.3, (0.7, 1.3), (0.7, 1.3), 0.05)(torch.rand(3, 8, 8))\n"
+        "assert out.device.type == 'cpu' and out.shape == (3, 8, 8)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -373,3 +373,40 @@ def test_proprio_shape_mismatch_names_both_settings():
 def test_proprio_in_the_queries_needs_the_l1_head():
     with pytest.raises(ValueError, match="proprio_injection='queries' needs action_head='l1_chunk'"):
         tiny_cfg("model.proprio_dim=3", "model.proprio_injection=queries")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_l1_tail_evaluation_equals_the_full_llm_forward(kv_heads):
+    """The l1 head reads only the placeholders' final states; evaluating the last layer there alone
+    must give exactly what the full forward gives, with padding and grouped-query attention."""
+    from vla_lab.policies.openvla.modeling_openvla import assemble, tail_hidden_states
+
+    torch.manual_seed(0)
+    policy = make_policy(
+        tiny_cfg(
+            "model.action_head=l1_chunk", "model.chunk_size=4", f"model.text.num_key_value_heads={kv_heads}",
+            "model.text.num_hidden_layers=3", img=56,
+        ),
+        corpus=INSTRUCTIONS,
+    ).eval()
+    batch = make_batch(2, chunk=4, seed=3, size=56)
+    batch["task"] = ["pick up the red block", "put the blue block in the white tray and then wait"]
+    with torch.no_grad():
+        patches, prompts = policy._encode_observation(batch)
+    assert len(prompts[0]) != len(prompts[1])  # left padding is exercised
+    n = 4 * 7
+    seq = assemble(policy.model, patches, prompts, policy._placeholders(2, patches, None))
+    mask = block_bidirectional_mask(seq.mask, n)
+    full = policy._hidden(seq, attn=mask).last_hidden_state[:, -n:]
+    tail = tail_hidden_states(policy.model.language_model.model, seq, mask, n)
+    torch.testing.assert_close(tail, full, rtol=1e-5, atol=1e-5)
+    # Gradients reach the same parameters with the same values.
+    grads = []
+    for out in (full, tail):
+        policy.zero_grad()
+        out.square().sum().backward(retain_graph=True)
+        grads.append({k: p.grad.clone() for k, p in policy.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-5, msg=k)

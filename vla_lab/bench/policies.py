@@ -88,24 +88,50 @@ def train_throughput() -> dict:
     }
 
 
-def latency_per_action(head: str, repeats: int = 3) -> dict:
+#: Goal of the OFT-style head: at least this many times faster per action than bin tokens.
+L1_SPEEDUP_GOAL = 8.0
+
+
+def latencies_per_action(heads: tuple[str, ...], rounds: int = 15) -> dict[str, dict]:
+    """Median latency of one chunk per head. The heads are timed in interleaved rounds, so a slow
+    spell of a shared machine hits all of them alike instead of skewing one head's figure."""
     torch.manual_seed(0)
-    policy = _make(head, CHUNK).eval()
+    policies = {h: _make(h, CHUNK).eval() for h in heads}
     obs = _batch(1, CHUNK)
-    policy.predict_action_chunk(obs)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        policy.predict_action_chunk(obs)
-    per_chunk = (time.perf_counter() - start) / repeats
-    out = {"ms_per_chunk": round(1e3 * per_chunk, 2), "ms_per_action": round(1e3 * per_chunk / CHUNK, 2)}
-    if head == "fast":
-        with torch.no_grad():
-            patches, prompts = policy._encode_observation(obs)
-            out["generated_tokens"] = len(policy.generate_fast_ids(patches, prompts)[0])
-        needed = [len(r) for r in policy.fast_tokenizer.encode(_smooth_chunks(500, CHUNK, seed=1))]
-        out["fast_tokens_per_chunk_needed"] = round(float(np.mean(needed)), 1)
-        out["bin_tokens_per_chunk"] = CHUNK * 7
+    samples: dict[str, list[float]] = {h: [] for h in heads}
+    with torch.inference_mode():
+        for policy in policies.values():
+            policy.predict_action_chunk(obs)
+        for _ in range(rounds):
+            for head, policy in policies.items():
+                start = time.perf_counter()
+                policy.predict_action_chunk(obs)
+                samples[head].append(time.perf_counter() - start)
+    out = {}
+    for head, times in samples.items():
+        per_chunk = float(np.median(times))
+        out[head] = {
+            "ms_per_chunk": round(1e3 * per_chunk, 2),
+            "ms_per_action": round(1e3 * per_chunk / CHUNK, 2),
+            "rounds": rounds,
+        }
+    if "fast" in policies:
+        out["fast"].update(_fast_token_counts(policies["fast"], obs))
     return out
+
+
+def _fast_token_counts(policy, obs) -> dict:
+    with torch.no_grad():
+        patches, prompts = policy._encode_observation(obs)
+        generated = len(policy.generate_fast_ids(patches, prompts)[0])
+    needed = [len(r) for r in policy.fast_tokenizer.encode(_smooth_chunks(500, CHUNK, seed=1))]
+    return {
+        "generated_tokens": generated,
+        "fast_tokens_per_chunk_needed": round(float(np.mean(needed)), 1),
+        "bin_tokens_per_chunk": CHUNK * 7,
+        # An untrained model never emits </s>, so its timing is that of the full K·A budget.
+        "note": "untrained model: decodes its whole budget; a trained one stops after about the needed tokens",
+    }
 
 
 def smolvla_tiny() -> dict:
@@ -145,14 +171,15 @@ def smolvla_tiny() -> dict:
 
 
 def run(out_dir: Path) -> dict:
-    tokens, l1, fast = (latency_per_action(h) for h in ("tokens", "l1_chunk", "fast"))
+    lat = latencies_per_action(("tokens", "l1_chunk", "fast"))
+    speedup = lat["tokens"]["ms_per_action"] / lat["l1_chunk"]["ms_per_action"]
     return {
         "openvla_tiny_train": train_throughput(),
         "openvla_tiny_latency_chunk8": {
-            "tokens": tokens,
-            "l1_chunk": l1,
-            "fast": fast,
-            "l1_speedup_per_action": round(tokens["ms_per_action"] / l1["ms_per_action"], 2),
+            **lat,
+            "l1_speedup_per_action": round(speedup, 2),
+            "l1_speedup_goal": L1_SPEEDUP_GOAL,
+            "meets_goal": speedup >= L1_SPEEDUP_GOAL,
         },
         "smolvla_tiny": smolvla_tiny(),
         "fp32_matmul_peak_tflops": round(_matmul_peak(torch.float32) / 1e12, 3),

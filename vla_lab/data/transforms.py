@@ -81,7 +81,9 @@ def build_image_transform(aug: AugmentationConfig, size: int, *, train: bool) ->
     return T.Compose(steps)
 
 
-_GRAY = torch.tensor([0.2989, 0.587, 0.114])  # torchvision's grayscale weights
+# torchvision's grayscale weights. The device is explicit: a first import inside a
+# `with torch.device("meta")` block (checkpoint loading) would otherwise leave a meta constant.
+_GRAY = torch.tensor([0.2989, 0.587, 0.114], device="cpu")
 
 
 def hue_rotation_matrix(hue: float) -> torch.Tensor:

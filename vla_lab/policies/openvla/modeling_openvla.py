@@ -25,6 +25,7 @@ from timm.layers import LayerScale
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from vla_lab.config import keys
 from vla_lab.policies import lora
@@ -278,6 +279,32 @@ def block_bidirectional_mask(mask: torch.Tensor, n_block: int) -> torch.Tensor:
     return allowed[:, None]
 
 
+def tail_hidden_states(lm, seq: Sequence, mask: torch.Tensor, n: int) -> torch.Tensor:
+    """The LLM's final hidden states at the last ``n`` positions, equal to
+    ``lm(...).last_hidden_state[:, -n:]``. Only those positions feed the l1 head, so the last decoder
+    layer computes keys and values everywhere but queries, attention output and MLP for the ``n``
+    positions alone: with few layers that is a large share of the work, in training and inference."""
+    hidden = seq.embeds
+    cos, sin = lm.rotary_emb(hidden, position_ids=seq.position_ids)
+    *body, last = lm.layers[: lm.config.num_hidden_layers]
+    for layer in body:
+        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), position_ids=seq.position_ids)
+    attn = last.self_attn
+    batch, length, _ = hidden.shape
+    normed = last.input_layernorm(hidden)
+    q = attn.q_proj(normed[:, -n:]).view(batch, n, -1, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)
+    q = apply_rotary_pos_emb(q, q, cos[:, -n:], sin[:, -n:])[0]
+    k = apply_rotary_pos_emb(k, k, cos, sin)[0]
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask[:, :, -n:], scale=attn.scaling, enable_gqa=k.shape[1] != q.shape[1]
+    )
+    hidden = hidden[:, -n:] + attn.o_proj(out.transpose(1, 2).reshape(batch, n, -1))
+    hidden = hidden + last.mlp(last.post_attention_layernorm(hidden))
+    return lm.norm(hidden)
+
+
 class OpenVLAPolicy(VLAPolicy):
     name = "openvla"
 
@@ -421,7 +448,7 @@ class OpenVLAPolicy(VLAPolicy):
         batch = patches.shape[0]
         n = self.config.chunk_size * self.config.action_dim
         seq = assemble(self.model, patches, prompts, self._placeholders(batch, patches, offset))
-        hidden = self._hidden(seq, attn=block_bidirectional_mask(seq.mask, n)).last_hidden_state[:, -n:]
+        hidden = tail_hidden_states(self.model.language_model.model, seq, block_bidirectional_mask(seq.mask, n), n)
         hidden = hidden.reshape(batch, self.config.chunk_size, -1)
         return self.model.action_head(hidden).float()
 
