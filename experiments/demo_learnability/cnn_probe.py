@@ -6,6 +6,11 @@ episodes (every 10th). If this probe cannot predict the actions, no tiny VLA tra
 number of samples will either: the bottleneck is the data (observation, scale), not the model.
 
     python experiments/demo_learnability/cnn_probe.py outputs/demo/data/studio.hdf5 --steps 3000
+
+``--keypoints`` swaps the flattened feature map for a spatial soft-argmax (image coordinates of 32
+learnt keypoints, the classic visuomotor encoder); ``--aux-weight W`` adds an auxiliary L1 loss on the
+instructed object's position (``obs/object_pos``, recorded by ``vla-collect record_object_pos=true``)
+and reports its held-out error in cm.
 """
 
 from __future__ import annotations
@@ -37,11 +42,7 @@ def load(path: str, camera: str = "agentview", state_keys=STATE_KEYS):
             bag[[index[w] for w in g.attrs["language_instruction"].split()]] = 1
             words.append(np.repeat(bag[None], n, 0))
             obs = g["obs"]
-            states.append(
-                np.concatenate(
-                    [obs[key][:].reshape(n, -1) for key in state_keys], 1
-                )
-            )
+            states.append(np.concatenate([obs[key][:].reshape(n, -1) for key in state_keys], 1))
             episode += [e] * n
             tasks += [g.attrs["task"]] * n
     cat = lambda xs: torch.from_numpy(np.concatenate(xs))  # noqa: E731
@@ -60,23 +61,57 @@ def direction_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, flo
     return {"position_l1": round((pred - target).abs().mean().item(), 4), "direction": round(agree.item(), 4)}
 
 
-class Probe(nn.Module):
-    def __init__(self, n_words: int, n_state: int, size: int):
+def load_object_pos(path: str) -> torch.Tensor:
+    with h5py.File(path, "r") as f:
+        demos = sorted(f["data"], key=lambda k: int(k.split("_")[-1]))
+        if "object_pos" not in f["data"][demos[0]]["obs"]:
+            raise SystemExit(f"{path} has no obs/object_pos: collect with record_object_pos=true")
+        return torch.from_numpy(np.concatenate([f["data"][k]["obs/object_pos"][:] for k in demos])).float()
+
+
+class SpatialSoftArgmax(nn.Module):
+    """(B, C, H, W) → (B, 2C): the expected image coordinates of each channel's softmax."""
+
+    def __init__(self, size: int):
         super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(3, 32, 5, 2, 2), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
-            nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(), nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(),
-        )  # fmt: skip
+        grid = torch.linspace(-1, 1, size)
+        self.register_buffer("gx", grid[None, :].expand(size, size).reshape(-1))
+        self.register_buffer("gy", grid[:, None].expand(size, size).reshape(-1))
+
+    def forward(self, z):
+        att = torch.softmax(z.flatten(2), -1)
+        return torch.cat([(att * self.gx).sum(-1), (att * self.gy).sum(-1)], 1)
+
+
+class Probe(nn.Module):
+    def __init__(self, n_words: int, n_state: int, size: int, keypoints: bool = False):
+        super().__init__()
+        self.keypoints = keypoints
+        if keypoints:  # keep a 1/4-resolution map: soft-argmax precision is set by its grid
+            self.conv = nn.Sequential(
+                nn.Conv2d(3, 32, 5, 2, 2), nn.ReLU(), nn.Conv2d(32, 32, 3, 2, 1), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, 1, 1), nn.ReLU(),
+            )  # fmt: skip
+            self.pool = nn.Sequential(nn.Conv2d(64, 32, 1), SpatialSoftArgmax(size // 4))
+            features = 64
+        else:
+            self.conv = nn.Sequential(
+                nn.Conv2d(3, 32, 5, 2, 2), nn.ReLU(), nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(),
+                nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(), nn.Conv2d(64, 64, 3, 2, 1), nn.ReLU(),
+            )  # fmt: skip
+            self.pool = nn.Flatten(1)
+            features = 64 * (size // 16) ** 2
         self.film = nn.Linear(n_words, 128)
-        self.head = nn.Sequential(
-            nn.Linear(64 * (size // 16) ** 2 + n_state, 256), nn.ReLU(), nn.Linear(256, 7)
-        )
+        self.trunk = nn.Sequential(nn.Linear(features, 256), nn.ReLU())
+        self.object_pos = nn.Linear(256, 3)  # auxiliary output, read only with --aux-weight
+        self.head = nn.Sequential(nn.Linear(256 + n_state, 256), nn.ReLU(), nn.Linear(256, 7))
 
     def forward(self, image, words, state):
         z = self.conv(image.float() / 255)
         gain, bias = self.film(words).chunk(2, -1)
         z = z * (1 + gain[..., None, None]) + bias[..., None, None]
-        return self.head(torch.cat([z.flatten(1), state], 1))
+        h = self.trunk(self.pool(z))
+        return self.head(torch.cat([h, state], 1)), self.object_pos(h)
 
 
 def main() -> None:
@@ -91,21 +126,29 @@ def main() -> None:
         "--state", nargs="*", default=list(STATE_KEYS),
         help="proprio keys fed to the probe; without ee_pos the position must come from the image",
     )  # fmt: skip
+    parser.add_argument("--keypoints", action="store_true", help="spatial soft-argmax encoder")
+    parser.add_argument("--aux-weight", type=float, default=0.0, help="weight of the object-position loss")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     images, actions, words, states, episode, tasks = load(args.file, state_keys=args.state)
     val = episode % 10 == 0
     train_idx, val_idx = np.where(~val)[0], np.where(val)[0]
-    net = Probe(words.shape[1], states.shape[1], images.shape[-1])
+    net = Probe(words.shape[1], states.shape[1], images.shape[-1], keypoints=args.keypoints)
+    obj = load_object_pos(args.file) if args.aux_weight else torch.zeros(len(episode), 3)
+    obj_mean, obj_std = obj[train_idx].mean(0), obj[train_idx].std(0) + 1e-6
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
     started, rows = time.time(), []
     for step in range(args.steps + 1):
         if step % 500 == 0:
             with torch.no_grad():
-                pred = torch.cat([net(images[v], words[v], states[v]) for v in np.array_split(val_idx, 20)])
+                outs = [net(images[v], words[v], states[v]) for v in np.array_split(val_idx, 20)]
+            pred = torch.cat([o[0] for o in outs])
             rows.append({"step": step, "seconds": round(time.time() - started),
                          "val": direction_metrics(pred, actions[val_idx])})  # fmt: skip
+            if args.aux_weight:
+                guess = torch.cat([o[1] for o in outs]) * obj_std + obj_mean
+                rows[-1]["object_err_cm"] = round(100 * (guess - obj[val_idx]).norm(dim=1).mean().item(), 2)
             for task in np.unique(tasks):
                 sel = tasks[val_idx] == task
                 rows[-1][str(task)] = direction_metrics(pred[sel], actions[val_idx][sel])
@@ -113,7 +156,10 @@ def main() -> None:
         if step == args.steps:
             break
         b = rng.choice(train_idx, args.batch)
-        loss = (net(images[b], words[b], states[b]) - actions[b]).abs().mean()
+        pred, guess = net(images[b], words[b], states[b])
+        loss = (pred - actions[b]).abs().mean()
+        if args.aux_weight:
+            loss = loss + args.aux_weight * (guess - (obj[b] - obj_mean) / obj_std).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

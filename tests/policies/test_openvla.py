@@ -385,8 +385,11 @@ def test_l1_tail_evaluation_equals_the_full_llm_forward(kv_heads):
     torch.manual_seed(0)
     policy = make_policy(
         tiny_cfg(
-            "model.action_head=l1_chunk", "model.chunk_size=4", f"model.text.num_key_value_heads={kv_heads}",
-            "model.text.num_hidden_layers=3", img=56,
+            "model.action_head=l1_chunk",
+            "model.chunk_size=4",
+            f"model.text.num_key_value_heads={kv_heads}",
+            "model.text.num_hidden_layers=3",
+            img=56,
         ),
         corpus=INSTRUCTIONS,
     ).eval()

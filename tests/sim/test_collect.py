@@ -65,6 +65,37 @@ def test_collect_writes_valid_demos(tmp_path):
         )
         assert "block" in demo.attrs["language_instruction"]
         assert np.all(demo["actions"][:, 6] >= 0) and np.all(demo["actions"][:, 6] <= 1)
+        assert "object_pos" not in demo["obs"]  # privileged state only when asked
+
+
+@pytest.mark.sim
+@needs_browser
+@pytest.mark.timeout(300)
+def test_collect_records_the_instructed_objects_position_when_asked(tmp_path):
+    out = tmp_path / "demos.hdf5"
+    res = run(
+        [
+            cli("vla-collect"), "tasks=[reach_target,pick_block]", "episodes_per_task=1", f"out={out}",
+            "seed=5", "progress=false", "sim.image_size=64", "record_object_pos=true",
+        ],
+        tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    with h5py.File(out) as f:
+        meta = json.loads(f["data"].attrs["env_meta"])
+        assert "object_pos" in meta["privileged_obs"]
+        # not a declared proprio key, so never a default policy input
+        assert json.loads(f["data"].attrs["proprio_keys"]) == ["ee_pos", "ee_ori", "gripper_width"]
+        reach, pick = (f["data"][k] for k in ("demo_0", "demo_1"))
+        assert reach.attrs["task"] == "reach_target" and pick.attrs["task"] == "pick_block"
+        sphere, ee = reach["obs/object_pos"][:], reach["obs/ee_pos"][:]
+        assert sphere.shape == (len(reach["actions"]), 3)
+        assert np.ptp(sphere, axis=0).max() < 1e-6  # the target sphere does not move
+        # the recorded observations precede each action: the last one is one step short of success
+        assert np.linalg.norm(ee[-1] - sphere[-1]) < np.linalg.norm(ee[0] - sphere[0])
+        block = pick["obs/object_pos"][:]
+        assert block[0, 2] < 0.03  # resting on the table (half-height ~2 cm)
+        assert block[-1, 2] - block[0, 2] > 0.03  # and lifted with the gripper by the end
 
 
 def test_collect_rejects_bad_config(tmp_path):

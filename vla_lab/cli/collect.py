@@ -46,6 +46,7 @@ def _main(cfg: DictConfig) -> None:
             progress=cfg.progress,
             policy=OmegaConf.to_object(cfg.policy),
             max_steps=cfg.max_steps,
+            record_object_pos=cfg.record_object_pos,
         )
     except ValueError as e:
         print(f"vla-collect: {e}", file=sys.stderr)

@@ -20,6 +20,8 @@ from vla_lab.sim.expert import ScriptedExpert
 
 ENV_NAME = "tabletop"
 PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
+#: privileged per-step state written next to the proprio when asked (never a policy input)
+OBJECT_POS_KEY = "object_pos"
 LABELS = ("clean", "executed")
 #: labels meaning "the scripted expert's own action at the visited state"
 EXPERT_LABELS = ("clean", "expert")
@@ -68,6 +70,18 @@ def run_expert_episode(
     return run_episode(env, ExpertActor(expert), task, seed, label=label)
 
 
+def object_position(info: dict[str, Any], task: str) -> np.ndarray:
+    """World position of the object the instruction names: the target sphere of a reach task, else
+    the block to move (role ``object``)."""
+    target = (info.get("fixtures") or {}).get("target")
+    if target is not None:
+        return np.asarray(target["pos"], np.float32)
+    obj = (info.get("objects") or {}).get("object")
+    if obj is None:
+        raise ValueError(f"task {task!r} has neither a target fixture nor an object with role 'object'")
+    return np.asarray(obj["pos"], np.float32)
+
+
 def run_episode(
     env: SimEnv,
     actor: Actor,
@@ -76,6 +90,7 @@ def run_episode(
     *,
     label: str = "expert",
     max_steps: int | None = None,
+    record_object_pos: bool = False,
 ) -> Episode:
     """One episode driven by ``actor`` (expert, policy or mixture), recorded step by step.
 
@@ -92,7 +107,8 @@ def run_episode(
     obs, info = env.reset(seed=seed, options=options)
     actor.reset(seed)
     frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
-    proprio: dict[str, list[np.ndarray]] = {k: [] for k in PROPRIO_KEYS}
+    keys = PROPRIO_KEYS + ([OBJECT_POS_KEY] if record_object_pos else [])
+    proprio: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     labels, executed, rewards, dones = [], [], [], []
     expert_steps = 0
     for _ in range(int(info["max_steps"])):
@@ -100,6 +116,8 @@ def run_episode(
             frames[c].append(obs[c])
         for k in PROPRIO_KEYS:
             proprio[k].append(obs[k])
+        if record_object_pos:
+            proprio[OBJECT_POS_KEY].append(object_position(info, task))
         clean = ScriptedExpert.clean_action(info)
         a = np.asarray(actor.act(obs, info), dtype=np.float32)
         expert_steps += actor.last_source == EXPERT
@@ -231,6 +249,7 @@ def collect(
     progress: bool = True,
     policy: PolicyCollectConfig | None = None,
     max_steps: int | None = None,
+    record_object_pos: bool = False,
 ) -> CollectSummary:
     """Record episodes into ``out``. Without ``policy`` (or with ``policy.checkpoint`` null) the
     scripted expert acts and ``label`` / ``keep_failures`` apply. With a checkpoint the policy acts
@@ -282,6 +301,10 @@ def collect(
         "randomization": env.randomization,
         "expert": {"noise_std": noise_std, "random_action_prob": random_action_prob, "label": label},
     }
+    if record_object_pos:
+        env_meta["privileged_obs"] = {
+            OBJECT_POS_KEY: "world position (m) of the object the instruction names"
+        }
     if rollouts:
         env_meta["rollouts"] = {
             **actor.describe(),
@@ -303,6 +326,8 @@ def collect(
             robot=man["robot"]["name"],
             action_space=action_space(),
             cameras=list(env.cameras),
+            # object_pos is written but not declared as proprio: the datamodule's default state
+            # inputs are the declared keys, and privileged state must never become an input
             proprio_keys=PROPRIO_KEYS,
             env_meta=env_meta,
         ) as writer:
@@ -311,7 +336,15 @@ def collect(
                 limit = math.ceil(episodes_per_task * max_attempts_factor)
                 while count.kept < episodes_per_task and count.attempts < limit:
                     s = episode_seed(seed, ti, count.attempts)
-                    ep = run_episode(env, actor, task, s, label=label, max_steps=max_steps)
+                    ep = run_episode(
+                        env,
+                        actor,
+                        task,
+                        s,
+                        label=label,
+                        max_steps=max_steps,
+                        record_object_pos=record_object_pos,
+                    )
                     count.attempts += 1
                     count.successes += ep.success
                     count.steps += ep.steps

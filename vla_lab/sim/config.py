@@ -130,6 +130,10 @@ class CollectConfig:
     progress: bool = True
     #: step budget of every episode; null = each task's own
     max_steps: int | None = None
+    #: also write obs/object_pos, the simulator's position of the object the instruction names (the
+    #: target sphere of reach tasks, the block to move otherwise): privileged state a policy never gets
+    #: as input, for auxiliary losses and probes
+    record_object_pos: bool = False
     #: record rollouts of a trained policy (policy.checkpoint) instead of expert demonstrations
     policy: PolicyCollectConfig = field(default_factory=PolicyCollectConfig)
     #: the shared `paths` group (data and output roots)

@@ -288,7 +288,9 @@ def tail_hidden_states(lm, seq: Sequence, mask: torch.Tensor, n: int) -> torch.T
     cos, sin = lm.rotary_emb(hidden, position_ids=seq.position_ids)
     *body, last = lm.layers[: lm.config.num_hidden_layers]
     for layer in body:
-        hidden = layer(hidden, attention_mask=mask, position_embeddings=(cos, sin), position_ids=seq.position_ids)
+        hidden = layer(
+            hidden, attention_mask=mask, position_embeddings=(cos, sin), position_ids=seq.position_ids
+        )
     attn = last.self_attn
     batch, length, _ = hidden.shape
     normed = last.input_layernorm(hidden)
@@ -448,7 +450,9 @@ class OpenVLAPolicy(VLAPolicy):
         batch = patches.shape[0]
         n = self.config.chunk_size * self.config.action_dim
         seq = assemble(self.model, patches, prompts, self._placeholders(batch, patches, offset))
-        hidden = tail_hidden_states(self.model.language_model.model, seq, block_bidirectional_mask(seq.mask, n), n)
+        hidden = tail_hidden_states(
+            self.model.language_model.model, seq, block_bidirectional_mask(seq.mask, n), n
+        )
         hidden = hidden.reshape(batch, self.config.chunk_size, -1)
         return self.model.action_head(hidden).float()
 
