@@ -16,6 +16,8 @@ IGNORED_PREFIXES = ("paths.", "run_name", "resume", "data.sources", "logger.")
 METRICS = (
     "final_train_loss",
     "best_val_loss",
+    "val_direction_accuracy",
+    "val_position_l1",
     "success_rate",
     "ci_low",
     "ci_high",
@@ -58,6 +60,8 @@ def load_run(run: Path) -> dict[str, Any]:
     metrics = {
         "final_train_loss": float(train[-1]["loss"]) if train else float("nan"),
         "best_val_loss": min((float(r["val_loss"]) for r in val if r["val_loss"]), default=float("nan")),
+        "val_direction_accuracy": _last_float(val, "direction_accuracy"),
+        "val_position_l1": _last_float(val, "position_l1"),
         "success_rate": (
             np.mean([float(r["success_rate"]) for r in last_eval]) if last_eval else float("nan")
         ),
@@ -74,6 +78,24 @@ def load_run(run: Path) -> dict[str, Any]:
         "metrics": metrics,
         "train": train,
         "tasks": {r["task"]: float(r["success_rate"]) for r in last_eval},
+        "cells": {f"{r['task']}@{r['environment']}": _cell_result(r) for r in last_eval},
+    }
+
+
+def _last_float(rows: list[dict[str, str]], key: str) -> float:
+    values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+    return values[-1] if values else float("nan")
+
+
+def _cell_result(row: dict[str, str]) -> dict[str, Any]:
+    """One task in one environment at the last evaluation: successes out of episodes, and how far
+    from its goal the episodes ended (m), the closed-loop signal that still ranks runs at 0 %."""
+    return {
+        "k": int(row["successes"]),
+        "n": int(row["episodes"]),
+        "final_error": float(row["final_position_error"])
+        if row.get("final_position_error")
+        else float("nan"),
     }
 
 
@@ -90,9 +112,16 @@ def config_differences(runs: list[dict[str, Any]]) -> list[str]:
 def compare(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     runs = [load_run(Path(r)) for r in run_dirs]
     diff = config_differences(runs)
-    header = ["run", *diff, *METRICS]
+    cells = sorted(set().union(*(r["cells"] for r in runs)))
+    per_cell = [c for cell in cells for c in (f"success {cell}", f"final_error_m {cell}")]
+    header = ["run", *diff, *METRICS, *per_cell]
     table = [
-        [r["name"], *(r["config"].get(k, "") for k in diff), *(r["metrics"][m] for m in METRICS)]
+        [
+            r["name"],
+            *(r["config"].get(k, "") for k in diff),
+            *(r["metrics"][m] for m in METRICS),
+            *(v for cell in cells for v in _cell_columns(r["cells"].get(cell))),
+        ]
         for r in runs
     ]
     out.mkdir(parents=True, exist_ok=True)
@@ -104,6 +133,12 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Any]:
     _loss_figure(runs, out / "loss_comparison.png")
     _success_figure(runs, out / "success_rates.png")
     return {"header": header, "rows": table, "markdown": "\n".join(md), "differences": diff}
+
+
+def _cell_columns(result: dict[str, Any] | None) -> tuple[str, float]:
+    if result is None:
+        return "", float("nan")
+    return f"{result['k']}/{result['n']}", result["final_error"]
 
 
 def _cell(v: Any) -> str:
@@ -122,7 +157,8 @@ def _loss_figure(runs, path: Path) -> None:
                 label=r["name"],
             )
     ax.set(xlabel="step", ylabel="training loss", title="loss comparison")
-    ax.legend(fontsize=7)
+    if any(r["train"] for r in runs):
+        ax.legend(fontsize=7)
     fig._save(f, path)
 
 
