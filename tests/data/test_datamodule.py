@@ -238,3 +238,21 @@ def test_processor_config_records_the_camera_resolution(demo_file):
     dm = _dm(demo_file, image_size=24)
     cfg = dm.processor_config()
     assert cfg["camera_size"] == 32 and cfg["image_size"] == 24
+
+
+def test_aux_keys_arrive_raw_and_a_missing_one_is_named(demo_file):
+    import h5py
+
+    dm = _dm(demo_file, aux_keys=["ee_pos"])
+    batch = next(iter(dm.train_dataloader()))
+    aux = batch[keys.aux_key("ee_pos")]
+    assert aux.shape == (4, 3) and aux.dtype == torch.float32
+    ds = dm.train_set
+    with h5py.File(demo_file) as f:
+        for row in range(4):
+            ep = ds.episodes[int(batch[keys.EPISODE_INDEX][row])]
+            raw = f["data"][ep.demo]["obs/ee_pos"][int(batch[keys.FRAME_INDEX][row])]
+            np.testing.assert_array_equal(aux[row].numpy(), raw)  # not normalized: a target, not an input
+    assert keys.aux_key("ee_pos") not in _dm(demo_file).train_set[0]
+    with pytest.raises(DataError, match="obs/object_pos"):
+        _dm(demo_file, aux_keys=["object_pos"])

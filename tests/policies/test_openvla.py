@@ -413,3 +413,61 @@ def test_l1_tail_evaluation_equals_the_full_llm_forward(kv_heads):
     assert grads[0].keys() == grads[1].keys()
     for k in grads[0]:
         torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _aux_cfg(*extra):
+    return tiny_cfg(
+        "model.action_head=l1_chunk", "model.chunk_size=2", "model.aux_target=object_pos", *extra, img=56
+    )
+
+
+@pytest.mark.timeout(120)
+def test_aux_target_is_learnt_from_the_placeholders_and_needs_its_batch_key():
+    torch.manual_seed(0)
+    policy = make_policy(_aux_cfg(), corpus=INSTRUCTIONS)
+    batch = make_batch(2, chunk=2, seed=7, size=56)
+    with pytest.raises(KeyError, match="data.aux_keys"):
+        policy(batch)
+    batch["aux.object_pos"] = torch.tensor([[0.1, -0.2, 0.02], [-0.15, 0.25, 0.1]])
+    plain = make_policy(
+        tiny_cfg("model.action_head=l1_chunk", "model.chunk_size=2", img=56), corpus=INSTRUCTIONS
+    )
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    first = None
+    for _ in range(30):
+        loss, logs = policy(batch)
+        first = first if first is not None else logs["aux_l1"].item()
+        opt.zero_grad()
+        loss.backward()
+        assert policy.model.aux_head.weight.grad.abs().sum() > 0
+        opt.step()
+    assert logs["aux_l1"].item() < 0.5 * first  # metres, read out of the action block
+    # The readout is a training signal only: inference needs no aux key, and plain policies have none.
+    assert policy.predict_action_chunk(make_batch(2, chunk=2, seed=8, size=56)).shape == (2, 2, 7)
+    assert not hasattr(plain.model, "aux_head") and "aux_l1" not in plain(make_batch(2, chunk=2, size=56))[1]
+
+
+@pytest.mark.timeout(120)
+def test_aux_readout_survives_saving_and_is_dropped_by_a_fine_tune_without_it(tmp_path):
+    torch.manual_seed(0)
+    policy = make_policy(_aux_cfg(), corpus=INSTRUCTIONS).eval()
+    policy.save_pretrained(tmp_path / "base")
+    loaded = load_policy(tmp_path / "base").eval()
+    torch.testing.assert_close(loaded.model.aux_head.weight, policy.model.aux_head.weight)
+    batch = make_batch(2, chunk=2, seed=9, size=56)
+    # Fine-tuning on data without the privileged key: the base's readout is dropped, LoRA applies.
+    tune_cfg = tiny_cfg("model.action_head=l1_chunk", "model.chunk_size=2", img=56)
+    tune_cfg.pretrained = str(tmp_path / "base")
+    tuned = make_policy(tune_cfg, peft=peft_cfg("lora_light"), corpus=INSTRUCTIONS)
+    assert tuned.config.aux_target is None and not hasattr(tuned.model, "aux_head")
+    loss, _ = tuned(batch)
+    loss.backward()
+    tuned.save_pretrained(tmp_path / "tuned")
+    again = load_policy(tmp_path / "tuned").eval()
+    assert not hasattr(again.model, "aux_head")
+    torch.testing.assert_close(again.predict_action_chunk(batch), tuned.eval().predict_action_chunk(batch))
+
+
+def test_aux_target_needs_the_l1_head():
+    with pytest.raises(ValueError, match="aux_target needs action_head='l1_chunk'"):
+        make_policy(tiny_cfg("model.aux_target=object_pos", img=56), corpus=INSTRUCTIONS)

@@ -201,3 +201,16 @@ def test_missing_dataset_names_the_path(tmp_path, data_file):
     cfg, run = _cfg(tmp_path, missing, "debug=fast")
     with pytest.raises(DataError, match=f"{missing}: no such file"):
         train(cfg)
+
+
+def test_auxiliary_target_trains_end_to_end(tmp_path, data_file):
+    """data.aux_keys delivers a privileged obs key, model.aux_target reads it out; logged per step."""
+    cfg, run = _cfg(
+        tmp_path, data_file, "debug=fast", "model.action_head=l1_chunk", "model.chunk_size=2",
+        "data.aux_keys=[ee_pos]", "model.aux_target=ee_pos",
+    )  # fmt: skip
+    train(cfg)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["final"]["train/aux_l1"] > 0 and "val/aux_l1" in summary["final"]
+    saved = json.loads((run / "final" / "config.json").read_text())["vla_lab"]
+    assert saved["aux_target"] == "ee_pos"

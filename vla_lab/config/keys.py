@@ -20,7 +20,14 @@ EPISODE_INDEX = "episode_index"
 FRAME_INDEX = "frame_index"
 #: ``int64 (B,)`` index of the source (file or dataset) in a mixture.
 SOURCE_INDEX = "source_index"
+#: Privileged training targets (``data.aux_keys``), ``float32 (B, D)`` raw: ``aux.<obs key>``. Never a
+#: policy input; only auxiliary losses read them.
+AUX_PREFIX = "aux."
 
 
 def image_key(camera: str) -> str:
     return f"{IMAGE_PREFIX}{camera}"
+
+
+def aux_key(name: str) -> str:
+    return f"{AUX_PREFIX}{name}"

@@ -146,6 +146,9 @@ class DataConfig:
     cameras: list[str] = field(default_factory=lambda: ["agentview"])
     #: Proprio datasets concatenated into ``observation.state``; null = the file's declared keys.
     proprio_keys: list[str] | None = None
+    #: Privileged per-frame obs datasets (e.g. ``object_pos`` from ``vla-collect record_object_pos=true``)
+    #: delivered as ``aux.<key>`` training targets for auxiliary losses; never fed to the policy.
+    aux_keys: list[str] = field(default_factory=list)
     image_size: int = 224
     #: Actions per sample (the current and the next K-1); padded with the last action at episode end.
     chunk_size: int = 1

@@ -127,6 +127,7 @@ class DemoDataModule(L.LightningDataModule):
             [e for e, _ in pairs],
             cameras=self.cfg.cameras,
             proprio_keys=self.proprio_keys,
+            aux_keys=self.cfg.aux_keys,
             chunk_size=self.cfg.chunk_size,
             normalizer=self.normalizer,
             image_transform=build_image_transform(self.cfg.augmentation, self.cfg.image_size, train=train),

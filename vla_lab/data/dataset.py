@@ -36,14 +36,16 @@ class DemoDataset(Dataset):
         geometric: GeometricAugment | None = None,
         source_ids: Sequence[int] | None = None,
         episode_offset: int = 0,
+        aux_keys: Sequence[str] = (),
     ):
         self.sources, self.episodes = sources, list(episodes)
+        self.aux_keys = list(aux_keys)
         self.cameras, self.proprio_keys = list(cameras), list(proprio_keys)
         self.chunk_size, self.normalizer = chunk_size, normalizer
         self.image_transform, self.geometric = image_transform, geometric
         self.source_ids = list(source_ids) if source_ids is not None else [0] * len(self.episodes)
         self.episode_offset = episode_offset
-        self._actions, self._states = self._load_low_dim()
+        self._actions, self._states, self._aux = self._load_low_dim()
         lengths = np.array([ep.length for ep in self.episodes], dtype=np.int64)
         self._ep_of = np.repeat(np.arange(len(self.episodes), dtype=np.int32), lengths)
         self._t_of = (
@@ -54,12 +56,12 @@ class DemoDataset(Dataset):
         self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
 
-    def _load_low_dim(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        actions, states = [], []
+    def _load_low_dim(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[np.ndarray]]]:
         by_file: dict[str, list[int]] = {}
         for i, ep in enumerate(self.episodes):
             by_file.setdefault(ep.file, []).append(i)
         actions, states = [None] * len(self.episodes), [None] * len(self.episodes)
+        aux: dict[str, list[np.ndarray]] = {k: [None] * len(self.episodes) for k in self.aux_keys}
         for path, idx in by_file.items():
             src = self.sources[path]
             with src.open() as f:
@@ -67,7 +69,9 @@ class DemoDataset(Dataset):
                     ep = self.episodes[i]
                     actions[i] = src.read_actions(f, ep.demo)
                     states[i] = src.read_proprio(f, ep.demo, self.proprio_keys) if self.proprio_keys else None
-        return actions, states
+                    for k in self.aux_keys:
+                        aux[k][i] = src.read_proprio(f, ep.demo, [k])
+        return actions, states, aux
 
     def __len__(self) -> int:
         return len(self._ep_of)
@@ -117,6 +121,8 @@ class DemoDataset(Dataset):
         if self.proprio_keys:
             state = torch.from_numpy(self._states[e][t])
             sample[keys.STATE] = self.normalizer.normalize_state(state) if self.normalizer else state
+        for k in self.aux_keys:
+            sample[keys.aux_key(k)] = torch.from_numpy(self._aux[k][e][t])
         sample[keys.TASK] = ep.instruction
         sample[keys.EPISODE_INDEX] = e + self.episode_offset
         sample[keys.FRAME_INDEX] = t

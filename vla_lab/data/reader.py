@@ -224,7 +224,7 @@ class DemoSource:
                 obs = f[fmt.DATA_GROUP][demo][fmt.OBS_GROUP]
                 if k not in obs:
                     raise DataError(
-                        f"missing proprio key (available: {sorted(obs.keys())})",
+                        f"missing obs key (available: {sorted(obs.keys())})",
                         file=self.path,
                         demo=demo,
                         key=f"obs/{k}",

@@ -119,6 +119,16 @@ class OpenVLAConfig:
     #: attention) or "queries" (added to every action placeholder of the l1_chunk head, so the action
     #: block holds the state from its first layer; trains far faster from scratch).
     proprio_injection: str = "token"
+    #: Auxiliary target during training (l1_chunk only): a privileged ``data.aux_keys`` entry, e.g.
+    #: ``object_pos``, read out linearly from the mean of the placeholders' final states. From scratch,
+    #: an unsaturated "where is it" target teaches the vision tower to localize faster than action
+    #: labels that mostly say "which way" (experiments/demo_learnability, section 6). None: off.
+    aux_target: str | None = None
+    aux_dim: int = 3
+    aux_weight: float = 1.0
+    #: The target is divided by this before the L1 loss (metres → units of 10 cm for positions), so its
+    #: loss has the action loss's magnitude.
+    aux_scale: float = 0.1
     cameras: list[str] = field(default_factory=lambda: ["agentview"])
     l1_head: L1HeadSpec = field(default_factory=L1HeadSpec)
     #: Tokenizer source: a directory with tokenizer files, or "train" to fit a byte-level BPE on the
@@ -153,6 +163,14 @@ class OpenVLAConfig:
             raise ValueError(
                 f"text_vocab_size {self.vocab_size} leaves no room for {self.n_action_bins} bins"
             )
+        if self.aux_target is not None:
+            if self.action_head != "l1_chunk":
+                raise ValueError("aux_target needs action_head='l1_chunk' (its placeholders are read out)")
+            if self.aux_dim < 1 or self.aux_weight <= 0 or self.aux_scale <= 0:
+                raise ValueError(
+                    f"aux_dim must be >= 1 and aux_weight, aux_scale > 0; got {self.aux_dim}, "
+                    f"{self.aux_weight}, {self.aux_scale}"
+                )
         if self.action_head == "fast":
             self._validate_fast()
 

@@ -213,6 +213,8 @@ class OpenVLAForActionPrediction(nn.Module):
                 config.chunk_size * config.action_dim, config.text.hidden_size
             )
             self.action_head = L1ActionHead(config.text.hidden_size, config.action_dim, config.l1_head)
+        if config.aux_target is not None:
+            self.aux_head = nn.Linear(config.text.hidden_size, config.aux_dim)
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.projector(self.vision_backbone(pixel_values))
@@ -331,11 +333,13 @@ class OpenVLAPolicy(VLAPolicy):
             "action_head": "action_head",
             "action_queries": "action_queries",
             "proprio": "proprio_projector",
+            "aux": "aux_head",
         }
 
     def fresh_submodels(self) -> list[str]:
         """Sub-models no pretrained checkpoint provides: trained in full even under LoRA."""
         fresh = ["action_queries", "action_head"] if self.config.action_head == "l1_chunk" else []
+        fresh += ["aux"] if self.config.aux_target is not None else []
         return fresh + (["proprio"] if self.config.proprio_dim else [])
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
@@ -412,7 +416,9 @@ class OpenVLAPolicy(VLAPolicy):
         action, is_pad = check_actions(batch, self.config.chunk_size, self.config.action_dim)
         patches, prompts = self._encode_observation(batch)
         if self.config.action_head == "l1_chunk":
-            return self._l1_forward(patches, prompts, action, is_pad, self._query_offset(batch, patches))
+            return self._l1_forward(
+                patches, prompts, action, is_pad, self._query_offset(batch, patches), self._aux_target(batch)
+            )
         if self.config.action_head == "fast":
             return self._fast_forward(patches, prompts, action, is_pad)
         return self._token_forward(patches, prompts, action, is_pad)
@@ -446,21 +452,44 @@ class OpenVLAPolicy(VLAPolicy):
         queries = self.model.action_queries(batch).to(patches.dtype)
         return queries if offset is None else queries + offset
 
-    def _l1_chunk(self, patches, prompts, offset: torch.Tensor | None = None) -> torch.Tensor:
+    def _l1_chunk(self, patches, prompts, offset: torch.Tensor | None = None, with_hidden: bool = False):
         batch = patches.shape[0]
         n = self.config.chunk_size * self.config.action_dim
         seq = assemble(self.model, patches, prompts, self._placeholders(batch, patches, offset))
         hidden = tail_hidden_states(
             self.model.language_model.model, seq, block_bidirectional_mask(seq.mask, n), n
         )
-        hidden = hidden.reshape(batch, self.config.chunk_size, -1)
-        return self.model.action_head(hidden).float()
+        pred = self.model.action_head(hidden.reshape(batch, self.config.chunk_size, -1)).float()
+        return (pred, hidden) if with_hidden else pred
 
-    def _l1_forward(self, patches, prompts, action, is_pad, offset=None):
-        pred = self._l1_chunk(patches, prompts, offset)
+    def _aux_target(self, batch) -> torch.Tensor | None:
+        """The privileged target of ``aux_target`` (training batches only), checked for shape."""
+        name = self.config.aux_target
+        if name is None:
+            return None
+        target = batch.get(keys.aux_key(name))
+        if target is None:
+            raise KeyError(
+                f"model.aux_target={name!r} needs {keys.aux_key(name)!r} in the batch: add {name!r} to "
+                "data.aux_keys (and collect it, e.g. vla-collect record_object_pos=true)"
+            )
+        if target.ndim != 2 or target.shape[1] != self.config.aux_dim:
+            raise ValueError(
+                f"{keys.aux_key(name)} must be (B, aux_dim={self.config.aux_dim}), got {tuple(target.shape)}"
+            )
+        return target
+
+    def _l1_forward(self, patches, prompts, action, is_pad, offset=None, aux_target=None):
+        pred, hidden = self._l1_chunk(patches, prompts, offset, with_hidden=True)
         keep = (~is_pad).unsqueeze(-1).float()
         loss = (torch.abs(pred - action) * keep).sum() / (keep.sum() * action.shape[-1]).clamp(min=1)
-        return loss, {"loss": loss.detach(), **action_metrics(pred.detach(), action, is_pad)}
+        logs = {**action_metrics(pred.detach(), action, is_pad)}
+        if aux_target is not None:
+            guess = self.model.aux_head(hidden.mean(dim=1)).float() * self.config.aux_scale
+            error = torch.abs(guess - aux_target.to(guess))
+            loss = loss + self.config.aux_weight * error.mean() / self.config.aux_scale
+            logs["aux_l1"] = error.mean().detach()  # in the target's own units (m for positions)
+        return loss, {"loss": loss.detach(), **logs}
 
     # ---- the FAST head ----
     @property
@@ -784,6 +813,8 @@ def _load_full(
         policy = OpenVLAPolicy(config, processor, init_weights=False)
     load_strict(policy.model, load_state_dict_files(directory), f"checkpoint {directory}")
     _materialize_buffers(policy.model)
+    if overrides is not None:
+        adopt_aux_target(policy, overrides)
     policy.base_path = str(directory)
     if dtype is not None:
         policy.to(dtype)
@@ -811,6 +842,7 @@ def _load_adapted(directory: Path, raw: dict[str, Any], overrides, norm_stats) -
         policy = _load_full(base_dir, base_raw, overrides, stats, head_source=head)
     policy.processor = OpenVLAProcessor.from_pretrained(directory, policy.config, policy.processor.norm_stats)
     spec = peft_spec_from(raw["peft"])
+    adopt_aux_target(policy, own)  # the adapters were trained with their own auxiliary readout (or none)
     if not _same_network(own, OpenVLAConfig.from_hf_dict(base_raw)):
         raise ValueError(
             f"adapter config in {directory} describes another architecture than its base {base_dir}"
@@ -832,8 +864,36 @@ TOKEN_HEAD_FIELDS = (
 )
 
 
+#: Training-only fields: the auxiliary readout is added, replaced or dropped at load (``adopt_aux_target``).
+AUX_FIELDS = ("aux_target", "aux_dim", "aux_weight", "aux_scale")
+
+
+def adopt_aux_target(policy: OpenVLAPolicy, source: OpenVLAConfig) -> None:
+    """Gives a loaded policy ``source``'s auxiliary target: a fine-tune on data without the privileged
+    key drops the pretraining readout; a new target gets a fresh readout (trained in full)."""
+    config, model = policy.config, policy.model
+    same = all(getattr(config, f) == getattr(source, f) for f in AUX_FIELDS)
+    if same:
+        return
+    for name in AUX_FIELDS:
+        setattr(config, name, getattr(source, name))
+    config.validate()
+    if hasattr(model, "aux_head") and (
+        source.aux_target is None or model.aux_head.out_features != source.aux_dim
+    ):
+        del model.aux_head
+    if source.aux_target is not None and not hasattr(model, "aux_head"):
+        ref = model.language_model.get_input_embeddings().weight
+        model.aux_head = nn.Linear(config.text.hidden_size, source.aux_dim).to(
+            device=ref.device, dtype=ref.dtype
+        )
+
+
 def _same_network(a: OpenVLAConfig, b: OpenVLAConfig) -> bool:
     da, db = a.to_hf_dict(), b.to_hf_dict()
+    for d in (da, db):
+        for name in AUX_FIELDS:
+            d["vla_lab"].pop(name, None)
     if {a.action_head, b.action_head} == {"tokens", "fast"}:
         for d in (da, db):
             for name in TOKEN_HEAD_FIELDS:
