@@ -554,38 +554,19 @@ class OpenVLAPolicy(VLAPolicy):
         row still going is cut there). Rows that finished are fed </s> until the others are done.
         Returns each row's ids before its </s>."""
         eos = self.config.text.eos_token_id
-        budget = self.config.chunk_size * self.config.action_dim
-        seq = assemble(self.model, patches, prompts, None)
-        lm = self.model.language_model
-        out = lm(
-            inputs_embeds=seq.embeds,
-            attention_mask=seq.mask.long(),
-            position_ids=seq.position_ids,
-            past_key_values=DynamicCache(config=lm.config),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        allowed = self._fast_logit_mask(out.logits.shape[-1], out.logits.device)
-        mask, pos = seq.mask.long(), seq.position_ids[:, -1:]
+        allowed = self._fast_logit_mask(self.config.text.vocab_size, patches.device)
         done = torch.zeros(len(prompts), dtype=torch.bool, device=patches.device)
-        tokens = []
-        for step in range(budget):
-            nxt = out.logits[:, -1].float().masked_fill(~allowed, float("-inf")).argmax(-1)
-            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)[:, None]
-            tokens.append(nxt)
-            done = done | (nxt[:, 0] == eos)
-            if bool(done.all()) or step + 1 == budget:
-                break
-            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
-            pos = pos + 1
-            out = lm(
-                input_ids=nxt,
-                attention_mask=mask,
-                position_ids=pos,
-                past_key_values=out.past_key_values,
-                use_cache=True,
-            )
-        ids = torch.cat(tokens, dim=1).tolist()
+
+        def choose(logits: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            nxt = logits.float().masked_fill(~allowed, float("-inf")).argmax(-1)
+            nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+            done = done | (nxt == eos)
+            return nxt[:, None]
+
+        budget = self.config.chunk_size * self.config.action_dim
+        tokens = self._greedy_decode(patches, prompts, budget, choose, finished=lambda: bool(done.all()))
+        ids = tokens.tolist()
         return [row[: row.index(eos)] if eos in row else row for row in ids]
 
     def _fast_logit_mask(self, n_logits: int, device: torch.device) -> torch.Tensor:
@@ -616,23 +597,28 @@ class OpenVLAPolicy(VLAPolicy):
     @torch.no_grad()
     def generate_action_ids(self, patches: torch.Tensor, prompts: list[list[int]]) -> torch.Tensor:
         """Greedy decoding of ``chunk_size × action_dim`` tokens with a KV cache."""
+        budget = self.config.chunk_size * self.config.action_dim
+        return self._greedy_decode(patches, prompts, budget, lambda logits: logits.argmax(-1, keepdim=True))
+
+    def _greedy_decode(self, patches, prompts, budget: int, choose, finished=lambda: False) -> torch.Tensor:
+        """(B, ≤ budget) ids: the prompt is prefilled once, then each step feeds ``choose(last logits)``
+        ((B, V) → (B, 1) ids) back through the KV cache, until ``budget`` steps or ``finished()``."""
         seq = assemble(self.model, patches, prompts, None)
         lm = self.model.language_model
-        cache = DynamicCache(config=lm.config)
         out = lm(
             inputs_embeds=seq.embeds,
             attention_mask=seq.mask.long(),
             position_ids=seq.position_ids,
-            past_key_values=cache,
+            past_key_values=DynamicCache(config=lm.config),
             use_cache=True,
             logits_to_keep=1,
         )
         mask, pos = seq.mask.long(), seq.position_ids[:, -1:]
         tokens = []
-        for step in range(self.config.chunk_size * self.config.action_dim):
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        for step in range(budget):
+            nxt = choose(out.logits[:, -1])
             tokens.append(nxt)
-            if step + 1 == self.config.chunk_size * self.config.action_dim:
+            if step + 1 == budget or finished():
                 break
             mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
             pos = pos + 1
