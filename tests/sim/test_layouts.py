@@ -65,3 +65,45 @@ def test_layouts_are_collision_free_reproducible_and_unambiguous():
     assert out["layouts"] == 6 * 2 * 300
     assert out["count"] == 0, out["problems"]
     assert "must be an integer" in out["bad"]
+
+
+GRID_TARGET_SCRIPT = """
+import { TASKS, validateRandomization, CELL_CENTERS_X, CELL_CENTERS_Y } from "./src/tasks.js";
+import { Rng } from "./src/rng.js";
+const rows = [];
+for (const jitter of [0, 0.25, 1]) {
+  const knobs = validateRandomization({ grid_targets: true, position_jitter: jitter, num_distractors: 4 });
+  for (let seed = 0; seed < 200; seed++) {
+    const scene = TASKS.reach_target.sample(new Rng(seed), knobs);
+    const t = scene.fixtures.target.pos;
+    let best = Infinity;
+    for (const x of CELL_CENTERS_X) for (const y of CELL_CENTERS_Y) best = Math.min(best, Math.max(Math.abs(t[0] - x), Math.abs(t[1] - y)));
+    const gap = Math.min(...scene.objects.map((o) => Math.hypot(o.pos[0] - t[0], o.pos[1] - t[1])));
+    rows.push({ jitter, off_cell: best, z: t[2], block_gap: gap, n: scene.objects.length });
+  }
+}
+const free = TASKS.reach_target.sample(new Rng(3), validateRandomization({}));
+console.log(JSON.stringify({ rows, free: free.fixtures.target.pos }));
+"""
+
+
+def test_grid_targets_put_the_reach_sphere_over_a_free_cell_sized_by_position_jitter():
+    res = subprocess.run(
+        ["node", "--input-type=module", "-e", GRID_TARGET_SCRIPT],
+        cwd=WEB_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    by_jitter = {j: [r for r in out["rows"] if r["jitter"] == j] for j in (0, 0.25, 1)}
+    for jitter, rows in by_jitter.items():
+        assert max(r["off_cell"] for r in rows) <= 0.075 * jitter + 1e-9
+        assert all(abs(r["z"] - 0.14) <= 0.06 * jitter + 1e-9 for r in rows)
+        # the sphere takes its cell: the four distractors stand in other cells, a cell apart or more
+        assert all(r["n"] == 4 and r["block_gap"] >= 0.15 - 2 * 0.075 * jitter - 1e-9 for r in rows)
+    assert {r["z"] for r in by_jitter[0]} == {0.14}
+    assert len({round(r["off_cell"], 6) for r in by_jitter[1]}) > 100  # jittered, not snapped
+    # the default keeps the free-floating sphere: any height in [6, 22] cm, not on the grid's plane
+    assert 0.06 <= out["free"][2] <= 0.22 and out["free"][2] != 0.14

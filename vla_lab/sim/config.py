@@ -34,6 +34,7 @@ class RandomizationConfig:
     camera_rotation_jitter: float = 0.0
     paraphrase: bool = True
     start_jitter: float = 0.0
+    grid_targets: bool = False
 
 
 @dataclass

@@ -44,6 +44,7 @@ export const RANDOMIZATION_DEFAULTS = {
   camera_rotation_jitter: 0.0,
   paraphrase: true,
   start_jitter: 0.0,
+  grid_targets: false,
 };
 
 // [kind, min, max] for validation of the knobs; documented in the manifest.
@@ -63,6 +64,7 @@ export const RANDOMIZATION_SPEC = {
   camera_rotation_jitter: ["number", 0, 0.2, "agentview look-at jitter (rad)"],
   paraphrase: ["boolean", null, null, "draw one of several instruction templates (false: the first)"],
   start_jitter: ["number", 0, 1, "the gripper starts up to this fraction of (15, 20, 6) cm from home in x, y, z (0: always at home)"],
+  grid_targets: ["boolean", null, null, "the reach sphere floats 14 cm above a grid cell like the blocks' (jittered by position_jitter) instead of anywhere in the workspace"],
 };
 
 // Start pose of the gripper. From a fixed home, where the gripper is after a few steps tells which way
@@ -142,6 +144,19 @@ function placeItems(rng, knobs, items, distractors, constraint) {
     }
   }
   return placed;
+}
+
+// LIBERO-style initial-state regions for the reach sphere: it takes a grid cell as a block would (so
+// no distractor sits under it) and floats at GRID_TARGET_Z; position_jitter sizes the region around
+// the cell centre in x, y and height alike.
+const GRID_TARGET_Z = 0.14;
+const GRID_TARGET_Z_RANGE = 0.06;
+function sampleGridTarget(rng, knobs, color) {
+  const sphere = { kind: "target", radius: TARGET_RADIUS };
+  const [t, ...rest] = placeItems(rng, knobs, [sphere], distractorBlocks(rng, knobs, []));
+  const z = GRID_TARGET_Z + rng.uniform(-1, 1) * GRID_TARGET_Z_RANGE * knobs.position_jitter;
+  const target = { pos: [t.pos[0], t.pos[1], z], color, radius: TARGET_RADIUS };
+  return finish(rest, { target }, { vars: { target: color } });
 }
 
 function pickColors(rng, palette, n) {
@@ -305,6 +320,7 @@ export const TASKS = {
     variations: ["sphere colour and position", "distractor blocks"],
     sample(rng, knobs) {
       const [tc] = pickColors(rng, TARGET_COLORS, 1);
+      if (knobs.grid_targets) return sampleGridTarget(rng, knobs, tc);
       const placed = placeItems(rng, knobs, [], distractorBlocks(rng, knobs, []));
       const tp = [rng.uniform(-0.2, 0.2), rng.uniform(-0.26, 0.26), rng.uniform(0.06, 0.22)];
       return finish(placed, { target: { pos: tp, color: tc, radius: TARGET_RADIUS } }, { vars: { target: tc } });
