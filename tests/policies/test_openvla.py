@@ -471,3 +471,50 @@ def test_aux_readout_survives_saving_and_is_dropped_by_a_fine_tune_without_it(tm
 def test_aux_target_needs_the_l1_head():
     with pytest.raises(ValueError, match="aux_target needs action_head='l1_chunk'"):
         make_policy(tiny_cfg("model.aux_target=object_pos", img=56), corpus=INSTRUCTIONS)
+
+
+def test_sincos_position_init_codes_the_patch_grid_and_survives_saving(tmp_path):
+    overrides = ("model.vision.0.pos_embed_init=sincos", "model.vision.1.pos_embed_init=sincos")
+    cfg = model_cfg("openvla_tiny_128", *overrides)
+    model = OpenVLAForActionPrediction(cfg)
+    for vit in (model.vision_backbone.featurizer, model.vision_backbone.fused_featurizer):
+        pe = vit.pos_embed[0].detach()
+        assert pe.shape == (64, 64) and vit.pos_embed.requires_grad
+        # distinct, unit-scale codes per patch (timm's default: N(0, 0.02) noise)
+        assert pe.abs().max() <= 1.0 and pe.std() > 0.4
+        # neighbours in the grid have more similar codes than far patches
+        assert pe[0] @ pe[1] > pe[0] @ pe[7] and pe[0] @ pe[8] > pe[0] @ pe[63]
+    plain = OpenVLAForActionPrediction(model_cfg("openvla_tiny_128")).vision_backbone.featurizer.pos_embed
+    assert plain.std() < 0.05
+    back = OpenVLAConfig.from_hf_dict(json.loads(json.dumps(cfg.to_hf_dict())))
+    assert [v.pos_embed_init for v in back.vision] == ["sincos", "sincos"]
+    with pytest.raises(ValueError, match=r"vision\[1\].pos_embed_init"):
+        model_cfg("openvla_tiny_128", "model.vision.1.pos_embed_init=learned")
+
+
+def test_init_scales_are_configurable_for_tiny_widths():
+    default = OpenVLAForActionPrediction(model_cfg("openvla_tiny_128"))
+    scaled = OpenVLAForActionPrediction(
+        model_cfg(
+            "openvla_tiny_128",
+            "model.text.initializer_range=0.088",
+            "model.vision.0.weight_init=jax",
+            "model.vision.1.weight_init=jax",
+        )
+    )
+
+    def stds(model):
+        llm_q = model.language_model.model.layers[0].self_attn.q_proj.weight.std().item()
+        vit_qkv = model.vision_backbone.featurizer.blocks[0].attn.qkv.weight.std().item()
+        return llm_q, vit_qkv
+
+    (llm_default, vit_default), (llm_scaled, vit_scaled) = stds(default), stds(scaled)
+    assert abs(llm_default - 0.02) < 0.003 and abs(llm_scaled - 0.088) < 0.006
+    # Xavier-uniform for a 64 -> 192 projection: sqrt(2 / 256)
+    assert abs(vit_default - 0.02) < 0.003 and abs(vit_scaled - (2 / 256) ** 0.5) < 0.006
+    back = OpenVLAConfig.from_hf_dict(json.loads(json.dumps(scaled.config.to_hf_dict())))
+    assert back.text.initializer_range == 0.088 and back.vision[0].weight_init == "jax"
+    with pytest.raises(ValueError, match=r"vision\[0\].weight_init"):
+        model_cfg("openvla_tiny_128", "model.vision.0.weight_init=xavier")
+    with pytest.raises(ValueError, match="initializer_range"):
+        model_cfg("openvla_tiny_128", "model.text.initializer_range=0")

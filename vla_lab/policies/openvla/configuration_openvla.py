@@ -20,6 +20,8 @@ ACTION_HEADS = ("tokens", "l1_chunk", "fast")
 #: What a byte-level BPE trained on instructions needs besides merges: 256 bytes and <unk> <s> </s>.
 MIN_TRAINED_TEXT_VOCAB = 259
 PROPRIO_INJECTIONS = ("token", "queries")
+POS_EMBED_INITS = (None, "sincos")
+VIT_WEIGHT_INITS = ("", "jax")
 
 
 @dataclass
@@ -39,6 +41,13 @@ class ViTSpec:
     #: LayerScale init (timm ``init_values``); null = the model's own (1e-5 for DINOv2). Small models
     #: trained from scratch need ~1: at 1e-5 every block starts as the identity and barely trains
     init_values: float | None = None
+    #: position-embedding init: null = the model's own (timm: N(0, 0.02), about 30x weaker than the
+    #: patch features, so a from-scratch tower has no usable sense of *where* for hundreds of steps);
+    #: "sincos" = fixed-frequency 2-D sine-cosine codes of the patch grid (MAE), still trained
+    pos_embed_init: str | None = None
+    #: timm's ``weight_init`` scheme: "" (its default: N(0, 0.02) linears) or "jax" (Xavier-uniform
+    #: linears, LeCun-normal patch embedding): the latter keeps unit-scale signals at tiny widths
+    weight_init: str = ""
     mean: list[float] = field(default_factory=lambda: list(DINOV2_MEAN))
     std: list[float] = field(default_factory=lambda: list(DINOV2_STD))
 
@@ -66,6 +75,9 @@ class LlamaSpec:
     bos_token_id: int = 1
     eos_token_id: int = 2
     pad_token_id: int = 32000
+    #: std of the normal init of every linear layer and embedding. Llama's 0.02 suits widths in the
+    #: thousands; at width 128 it leaves attention uniform and its output tiny for hundreds of steps
+    initializer_range: float = 0.02
 
 
 @dataclass
@@ -147,6 +159,17 @@ class OpenVLAConfig:
             raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
         if len(self.vision) not in (1, 2):
             raise ValueError(f"vision must list 1 or 2 backbones, got {len(self.vision)}")
+        for i, spec in enumerate(self.vision):
+            if spec.weight_init not in VIT_WEIGHT_INITS:
+                raise ValueError(
+                    f"vision[{i}].weight_init must be one of {VIT_WEIGHT_INITS}, got {spec.weight_init!r}"
+                )
+            if spec.pos_embed_init not in POS_EMBED_INITS:
+                raise ValueError(
+                    f"vision[{i}].pos_embed_init must be one of {POS_EMBED_INITS}, got {spec.pos_embed_init!r}"
+                )
+        if not self.text.initializer_range > 0:
+            raise ValueError(f"text.initializer_range must be > 0, got {self.text.initializer_range}")
         if self.chunk_size < 1 or self.action_dim < 1:
             raise ValueError("chunk_size and action_dim must be >= 1")
         if self.proprio_dim < 0:

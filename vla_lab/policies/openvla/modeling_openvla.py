@@ -22,6 +22,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import LayerScale
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
@@ -61,7 +62,7 @@ def build_vit(spec: ViTSpec, init_weights: bool = True) -> nn.Module:
         num_classes=0,
         img_size=spec.img_size,
         act_layer=spec.act_layer,
-        weight_init="" if init_weights else "skip",
+        weight_init=spec.weight_init if init_weights else "skip",
         **spec.timm_kwargs(),
     )
     for block in vit.blocks:
@@ -72,7 +73,18 @@ def build_vit(spec: ViTSpec, init_weights: bool = True) -> nn.Module:
                 if old.gamma.device.type != "meta":
                     new.scale_factor.data.copy_(old.gamma.data)
                 setattr(block, name, new)
+    if init_weights and spec.pos_embed_init == "sincos":
+        init_sincos_pos_embed(vit)
     return vit
+
+
+def init_sincos_pos_embed(vit: nn.Module) -> None:
+    """Writes 2-D sine-cosine codes of the patch grid into the (trainable) patch position embeddings;
+    prefix tokens that carry their own embedding (class token) keep theirs."""
+    grid = list(vit.patch_embed.grid_size)
+    codes = build_sincos2d_pos_embed(grid, vit.embed_dim)  # (H*W, D), values in [-1, 1]
+    with torch.no_grad():
+        vit.pos_embed[:, vit.pos_embed.shape[1] - codes.shape[0] :].copy_(codes)
 
 
 def penultimate_patches(vit: nn.Module, x: torch.Tensor, grad_ckpt: bool = False) -> torch.Tensor:
@@ -189,6 +201,7 @@ def llama_config(spec: LlamaSpec) -> LlamaConfig:
         bos_token_id=spec.bos_token_id,
         eos_token_id=spec.eos_token_id,
         pad_token_id=spec.pad_token_id,
+        initializer_range=spec.initializer_range,
         tie_word_embeddings=False,
     )
     cfg._attn_implementation = "sdpa"
