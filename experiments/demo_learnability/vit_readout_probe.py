@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", help="write the trained towers' state dict (vision_backbone.*) here")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -122,6 +123,8 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+    if args.save:
+        torch.save(backbone.state_dict(), args.save)
     print(json.dumps({"file": args.file, **vars(args), "final": last}))
 
 

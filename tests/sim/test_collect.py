@@ -93,6 +93,8 @@ def test_collect_records_the_instructed_objects_position_when_asked(tmp_path):
         assert np.ptp(sphere, axis=0).max() < 1e-6  # the target sphere does not move
         # the recorded observations precede each action: the last one is one step short of success
         assert np.linalg.norm(ee[-1] - sphere[-1]) < np.linalg.norm(ee[0] - sphere[0])
+        np.testing.assert_allclose(reach["obs/object_offset"][:], sphere - ee, atol=1e-6)
+        assert "object_offset" in meta["privileged_obs"]
         block = pick["obs/object_pos"][:]
         assert block[0, 2] < 0.03  # resting on the table (half-height ~2 cm)
         assert block[-1, 2] - block[0, 2] > 0.03  # and lifted with the gripper by the end

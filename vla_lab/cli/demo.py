@@ -50,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     common = [f"paths.log_dir={out.parent}", "task_name=" + out.name, "callbacks.progress_bar=false"]
     # DART-style demonstrations: perturbed actions run, the expert's clean actions are recorded, so the
     # data holds the recoveries a closed-loop policy needs (experiments/demo_learnability).
-    collection = ["sim=demo", "expert.noise_std=0.3", "expert.random_action_prob=0.05"]
+    # The instructed object's position is recorded for the towers' localization warm-up and the
+    # auxiliary readout (training targets only, never policy inputs).
+    collection = [
+        "sim=demo",
+        "expert.noise_std=0.3",
+        "expert.random_action_prob=0.05",
+        "record_object_pos=true",
+    ]
 
     run(
         "1a. demonstrations in A",

@@ -22,6 +22,8 @@ ENV_NAME = "tabletop"
 PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
 #: privileged per-step state written next to the proprio when asked (never a policy input)
 OBJECT_POS_KEY = "object_pos"
+#: the same position relative to the tool centre point: the direction a reaching action takes
+OBJECT_OFFSET_KEY = "object_offset"
 LABELS = ("clean", "executed")
 #: labels meaning "the scripted expert's own action at the visited state"
 EXPERT_LABELS = ("clean", "expert")
@@ -107,7 +109,7 @@ def run_episode(
     obs, info = env.reset(seed=seed, options=options)
     actor.reset(seed)
     frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
-    keys = PROPRIO_KEYS + ([OBJECT_POS_KEY] if record_object_pos else [])
+    keys = PROPRIO_KEYS + ([OBJECT_POS_KEY, OBJECT_OFFSET_KEY] if record_object_pos else [])
     proprio: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     labels, executed, rewards, dones = [], [], [], []
     expert_steps = 0
@@ -117,7 +119,9 @@ def run_episode(
         for k in PROPRIO_KEYS:
             proprio[k].append(obs[k])
         if record_object_pos:
-            proprio[OBJECT_POS_KEY].append(object_position(info, task))
+            where = object_position(info, task)
+            proprio[OBJECT_POS_KEY].append(where)
+            proprio[OBJECT_OFFSET_KEY].append(where - np.asarray(obs["ee_pos"], np.float32))
         clean = ScriptedExpert.clean_action(info)
         a = np.asarray(actor.act(obs, info), dtype=np.float32)
         expert_steps += actor.last_source == EXPERT
@@ -303,7 +307,8 @@ def collect(
     }
     if record_object_pos:
         env_meta["privileged_obs"] = {
-            OBJECT_POS_KEY: "world position (m) of the object the instruction names"
+            OBJECT_POS_KEY: "world position (m) of the object the instruction names",
+            OBJECT_OFFSET_KEY: "that position minus the tool centre point's (m)",
         }
     if rollouts:
         env_meta["rollouts"] = {

@@ -38,6 +38,7 @@ from vla_lab.training.distributed import (
 )
 from vla_lab.training.module import OptimConfig, VLAModule
 from vla_lab.training.run_dir import FAILED_MARKER, atomic_write_text, prepare_run_dir, write_json
+from vla_lab.training.vision_pretrain import VisionPretrainConfig, check_applicable, pretrain_vision
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,18 @@ def build_policy(cfg: DictConfig, dm) -> Any:
     return make_policy(
         cfg.model, cfg.peft, corpus=dm.instructions, norm_stats=norm_stats, action_chunks=chunks
     )
+
+
+def _write_vision_pretrain(run_dir: Path, report: dict[str, Any], zero: bool) -> None:
+    last = report["history"][-1]
+    log.info(
+        "vision pretraining: %d steps in %.0f s, held-out error %s",
+        report["steps"],
+        report["seconds"],
+        last.get("val_error"),
+    )
+    if zero:
+        write_json(run_dir / "vision_pretrain.json", report)
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -104,6 +117,10 @@ def train(cfg: DictConfig) -> float | None:
         eval_cfg.check_names()
     cb_cfg: CallbacksConfig = to_schema(CallbacksConfig, cfg.callbacks, where="callbacks")
 
+    warmup = to_schema(VisionPretrainConfig, cfg.get("vision_pretrain"), where="vision_pretrain")
+    if cfg.trainer.get("fast_dev_run"):  # Lightning's meaning: one batch of every stage
+        warmup.steps = min(warmup.steps, 1)
+    check_applicable(warmup, cfg.model, list(cfg.data.get("aux_keys") or []))
     dm = _instantiate(cfg.data)
     dm.setup("fit")
     log.info(
@@ -113,6 +130,10 @@ def train(cfg: DictConfig) -> float | None:
         len(dm.val_set) if dm.val_set else 0,
     )
     policy = build_policy(cfg, dm)
+    if warmup.steps and not cfg.get("resume"):  # a resumed run restores trained towers
+        _write_vision_pretrain(
+            run_dir, pretrain_vision(policy, dm.train_dataloader(), dm.val_dataloader(), warmup), zero
+        )
     module = VLAModule(policy, to_schema(OptimConfig, cfg.optim, where="optim"))
 
     # The statistics are saved once, inside the policy (norm_stats[unnorm_key]); this file says which.

@@ -391,6 +391,23 @@ class OpenVLAPolicy(VLAPolicy):
             patches = torch.cat([patches, self._state_embedding(observation, patches)], dim=1)
         return patches, prompts
 
+    def vision_towers(self) -> nn.Module:
+        """The fused vision backbone (what ``vla_lab.training.vision_pretrain`` warms up)."""
+        return self.model.vision_backbone
+
+    def vision_patches(self, observation) -> torch.Tensor:
+        """(B, patches, width) features of the towers, before the projector."""
+        images = check_images(observation, self.config.cameras[:1], self.config.image_size)
+        pixel_values = self.processor.pixel_values(images[0])
+        return self.model.vision_backbone(pixel_values.to(self.model.projector.fc1.weight.dtype))
+
+    def instruction_ids(self, observation) -> list[list[int]]:
+        """The prompt token ids of each instruction in the batch."""
+        return self.processor.prompt_ids(tasks_of(observation, len(observation[keys.TASK])))
+
+    def text_vocab_size(self) -> int:
+        return self.config.text.vocab_size
+
     def _query_offset(self, observation, patches: torch.Tensor) -> torch.Tensor | None:
         """What every action placeholder gets added: the state embedding under
         ``proprio_injection=queries``, else nothing."""
