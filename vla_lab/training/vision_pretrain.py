@@ -154,7 +154,8 @@ def pretrain_vision(policy, train_loader, val_loader, cfg: VisionPretrainConfig)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        history[-1].setdefault("train_error", round(float(loss) * cfg.scale, 5))
+        if "train_error" not in history[-1]:  # the batch right after each measurement
+            history[-1]["train_error"] = round(loss.item() * cfg.scale, 5)
     towers.train(was_training)
     targets = torch.cat([b[target_key].float() for b in held_out]) if held_out else None
     return {
