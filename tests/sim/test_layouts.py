@@ -52,16 +52,21 @@ console.log(JSON.stringify({ layouts, problems: problems.slice(0, 20), count: pr
 """
 
 
-def test_layouts_are_collision_free_reproducible_and_unambiguous():
+def run_node(script: str) -> dict:
+    """Runs a module script in the simulator's web root; returns the JSON it prints."""
     res = subprocess.run(
-        ["node", "--input-type=module", "-e", SCRIPT],
+        ["node", "--input-type=module", "-e", script],
         cwd=WEB_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    return json.loads(res.stdout)
+
+
+def test_layouts_are_collision_free_reproducible_and_unambiguous():
+    out = run_node(SCRIPT)
     assert out["layouts"] == 6 * 2 * 300
     assert out["count"] == 0, out["problems"]
     assert "must be an integer" in out["bad"]
@@ -88,15 +93,7 @@ console.log(JSON.stringify({ rows, free: free.fixtures.target.pos }));
 
 
 def test_grid_targets_put_the_reach_sphere_over_a_free_cell_sized_by_position_jitter():
-    res = subprocess.run(
-        ["node", "--input-type=module", "-e", GRID_TARGET_SCRIPT],
-        cwd=WEB_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout)
+    out = run_node(GRID_TARGET_SCRIPT)
     by_jitter = {j: [r for r in out["rows"] if r["jitter"] == j] for j in (0, 0.25, 1)}
     for jitter, rows in by_jitter.items():
         assert max(r["off_cell"] for r in rows) <= 0.075 * jitter + 1e-9

@@ -112,7 +112,8 @@ def pretrain_vision(policy, train_loader, val_loader, cfg: VisionPretrainConfig)
     target's units, per axis averaged)."""
     target_key = keys.aux_key(cfg.target)
     towers = policy.vision_towers()
-    first = next(iter(train_loader))
+    batches = _batches(train_loader)
+    first = next(batches)  # sizes the readout, then is the first training batch
     with torch.no_grad():
         patches = policy.vision_patches(first)
     readout = PatchGridReadout(
@@ -141,7 +142,7 @@ def pretrain_vision(policy, train_loader, val_loader, cfg: VisionPretrainConfig)
     started = time.perf_counter()
     was_training = towers.training
     towers.train()
-    for step, batch in enumerate(_batches(train_loader)):
+    for step, batch in enumerate(itertools.chain([first], batches)):
         if step % cfg.log_every == 0 or step == cfg.steps:
             row = {"step": step, "seconds": round(time.perf_counter() - started, 1)}
             if held_out:

@@ -381,15 +381,19 @@ class OpenVLAPolicy(VLAPolicy):
     def _encode_observation(self, observation) -> tuple[torch.Tensor, list[list[int]]]:
         """Prefix inputs: projected patches (plus the state token under ``proprio_injection=token``)
         and the prompts' token ids."""
-        images = check_images(observation, self.config.cameras[:1], self.config.image_size)
-        pixel_values = self.processor.pixel_values(images[0])
+        pixel_values = self._pixel_values(observation)
         prompts = self.processor.prompt_ids(tasks_of(observation, pixel_values.shape[0]))
-        dtype = self.model.projector.fc1.weight.dtype
-        dtype = dtype if dtype.is_floating_point else torch.float32
-        patches = self.model.embed_images(pixel_values.to(dtype))
+        patches = self.model.embed_images(pixel_values)
         if self.config.proprio_dim and self.config.proprio_injection == "token":
             patches = torch.cat([patches, self._state_embedding(observation, patches)], dim=1)
         return patches, prompts
+
+    def _pixel_values(self, observation) -> torch.Tensor:
+        """The first camera's images as the towers' input, in the weights' float dtype."""
+        images = check_images(observation, self.config.cameras[:1], self.config.image_size)
+        dtype = self.model.projector.fc1.weight.dtype
+        dtype = dtype if dtype.is_floating_point else torch.float32
+        return self.processor.pixel_values(images[0]).to(dtype)
 
     def vision_towers(self) -> nn.Module:
         """The fused vision backbone (what ``vla_lab.training.vision_pretrain`` warms up)."""
@@ -397,9 +401,7 @@ class OpenVLAPolicy(VLAPolicy):
 
     def vision_patches(self, observation) -> torch.Tensor:
         """(B, patches, width) features of the towers, before the projector."""
-        images = check_images(observation, self.config.cameras[:1], self.config.image_size)
-        pixel_values = self.processor.pixel_values(images[0])
-        return self.model.vision_backbone(pixel_values.to(self.model.projector.fc1.weight.dtype))
+        return self.model.vision_backbone(self._pixel_values(observation))
 
     def instruction_ids(self, observation) -> list[list[int]]:
         """The prompt token ids of each instruction in the batch."""
