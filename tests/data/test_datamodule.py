@@ -256,3 +256,27 @@ def test_aux_keys_arrive_raw_and_a_missing_one_is_named(demo_file):
     assert keys.aux_key("ee_pos") not in _dm(demo_file).train_set[0]
     with pytest.raises(DataError, match="obs/object_offset"):
         _dm(demo_file, aux_keys=["object_offset"])
+
+
+def test_emphasis_draws_frames_by_how_far_an_aux_key_is_from_zero(demo_file):
+    import h5py
+
+    dm = _dm(demo_file, aux_keys=["ee_pos"], emphasis={"key": "ee_pos", "saturation": 0.1, "floor": 0.2})
+    ds = dm.train_set
+    sampler = dm.train_dataloader().sampler
+    with h5py.File(demo_file) as f:
+        xy = np.concatenate([f["data"][ep.demo]["obs/ee_pos"][:, :2] for ep in ds.episodes])
+    expected = 0.2 + 0.8 * np.minimum(1.0, np.linalg.norm(xy, axis=1) / 0.1)
+    np.testing.assert_allclose(sampler.weights.numpy(), expected, rtol=1e-6)
+    assert expected.min() < 0.9 < expected.max()  # the file has frames on both sides
+    sampler.num_samples = 20_000
+    drawn = np.bincount([i for i, _ in sampler], minlength=len(ds)) / 20_000
+    heavy, light = expected > 0.99, expected < 0.5
+    assert heavy.any() and light.any()
+    # per frame, a full-weight frame comes up more than twice as often as one weighing under half
+    assert drawn[heavy].mean() > 2 * drawn[light].mean()
+
+
+def test_emphasis_key_must_be_an_aux_key(demo_file):
+    with pytest.raises(ConfigError, match="data.emphasis.key"):
+        _dm(demo_file, aux_keys=[], emphasis={"key": "object_offset"})

@@ -120,11 +120,20 @@ def test_tiny_tokens_head_trains_and_predicts():
 
 
 @pytest.mark.timeout(120)
-def test_l1_chunk_head_trains_in_one_pass():
+@pytest.mark.parametrize("read_prompt_end", [False, True])
+def test_l1_chunk_head_trains_in_one_pass(read_prompt_end):
     torch.manual_seed(0)
     policy = make_policy(
-        tiny_cfg("model.action_head=l1_chunk", "model.chunk_size=4", img=56), corpus=INSTRUCTIONS
+        tiny_cfg(
+            "model.action_head=l1_chunk",
+            "model.chunk_size=4",
+            f"model.l1_head.read_prompt_end={read_prompt_end}",
+            img=56,
+        ),
+        corpus=INSTRUCTIONS,
     )
+    # the head reads each step's 7 placeholders, and the prompt's last state when asked to
+    assert policy.model.action_head.fc_in.in_features == 128 * (7 + read_prompt_end)
     batch = make_batch(2, chunk=4, seed=2, size=56)
     # One shared target chunk: fitting it needs the head, the LLM and the placeholders to learn.
     batch["action"][1] = batch["action"][0]
@@ -450,22 +459,68 @@ def test_aux_target_is_learnt_from_the_placeholders_and_needs_its_batch_key():
 @pytest.mark.timeout(120)
 def test_aux_readout_survives_saving_and_is_dropped_by_a_fine_tune_without_it(tmp_path):
     torch.manual_seed(0)
-    policy = make_policy(_aux_cfg(), corpus=INSTRUCTIONS).eval()
+    policy = make_policy(_aux_cfg("model.aux_action_target=object_offset"), corpus=INSTRUCTIONS).eval()
     policy.save_pretrained(tmp_path / "base")
     loaded = load_policy(tmp_path / "base").eval()
-    torch.testing.assert_close(loaded.model.aux_head.weight, policy.model.aux_head.weight)
+    for head in ("aux_head", "aux_action_head"):
+        torch.testing.assert_close(getattr(loaded.model, head).weight, getattr(policy.model, head).weight)
     batch = make_batch(2, chunk=2, seed=9, size=56)
     # Fine-tuning on data without the privileged key: the base's readout is dropped, LoRA applies.
     tune_cfg = tiny_cfg("model.action_head=l1_chunk", "model.chunk_size=2", img=56)
     tune_cfg.pretrained = str(tmp_path / "base")
     tuned = make_policy(tune_cfg, peft=peft_cfg("lora_light"), corpus=INSTRUCTIONS)
     assert tuned.config.aux_target is None and not hasattr(tuned.model, "aux_head")
+    assert tuned.config.aux_action_target is None and not hasattr(tuned.model, "aux_action_head")
     loss, _ = tuned(batch)
     loss.backward()
     tuned.save_pretrained(tmp_path / "tuned")
     again = load_policy(tmp_path / "tuned").eval()
     assert not hasattr(again.model, "aux_head")
     torch.testing.assert_close(again.predict_action_chunk(batch), tuned.eval().predict_action_chunk(batch))
+
+
+@pytest.mark.timeout(120)
+def test_aux_read_at_the_prompt_end_is_learnt_and_blind_to_the_state():
+    """aux_readout=prompt reads the last prompt token, which attends to image and text only: the state
+    the placeholders carry (proprio_injection=queries) cannot leak into the estimate."""
+    torch.manual_seed(0)
+    state = ("model.proprio_dim=3", "model.proprio_injection=queries")
+    policy = make_policy(
+        _aux_cfg("model.aux_readout=prompt", "model.aux_action_target=object_offset", *state),
+        corpus=INSTRUCTIONS,
+    )
+    batch = make_batch(2, chunk=2, seed=7, size=56, state_dim=3)
+    batch["aux.object_pos"] = torch.tensor([[0.1, -0.2, 0.02], [-0.15, 0.25, 0.1]])
+    with pytest.raises(KeyError, match="'object_offset' needs 'aux.object_offset'"):
+        policy(batch)
+    batch["aux.object_offset"] = torch.tensor([[0.05, 0.1, -0.1], [-0.2, 0.0, -0.05]])
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    first = None
+    for _ in range(30):
+        loss, logs = policy(batch)
+        first = first or {k: logs[k].item() for k in ("aux_l1", "aux_action_l1")}
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert logs["aux_l1"].item() < 0.5 * first["aux_l1"]
+    assert logs["aux_action_l1"].item() < 0.5 * first["aux_action_l1"]
+
+    def guess(readout: str, state: torch.Tensor) -> torch.Tensor:
+        policy.config.aux_readout = readout
+        obs = {**batch, "observation.state": state}
+        patches, prompts = policy._encode_observation(obs)
+        _, features = policy._l1_chunk(patches, prompts, policy._query_offset(obs, patches), with_aux=True)
+        return policy.aux_guess(features)
+
+    other = -batch["observation.state"]
+    with torch.no_grad():
+        torch.testing.assert_close(guess("prompt", other), guess("prompt", batch["observation.state"]))
+        assert not torch.allclose(guess("actions", other), guess("actions", batch["observation.state"]))
+
+
+def test_aux_readout_must_be_known():
+    with pytest.raises(ValueError, match="aux_readout must be one of"):
+        make_policy(_aux_cfg("model.aux_readout=cls"), corpus=INSTRUCTIONS)
 
 
 def test_aux_target_needs_the_l1_head():

@@ -139,6 +139,27 @@ class FilterConfig:
 
 
 @dataclass
+class EmphasisConfig:
+    """Draws training frames by how far an ``aux_keys`` entry is from zero. In a pick demonstration
+    the gripper sits at the object for most frames (descend, close, lift), so a policy sees few of
+    the approach frames where the image decides the action; with ``key: object_offset`` those are
+    drawn more often. Weight = floor + (1 - floor) * min(1, |key[dims]| / saturation)."""
+
+    #: an ``aux_keys`` entry; null: every frame equally likely
+    key: str | None = None
+    dims: list[int] = field(default_factory=lambda: [0, 1])
+    #: the norm (key's units) from which a frame gets full weight
+    saturation: float = 0.05
+    #: the weight of a frame where the key is zero
+    floor: float = 0.25
+
+    def __post_init__(self):
+        _check(self.saturation > 0, "data.emphasis.saturation", f"must be > 0, got {self.saturation}")
+        _check(0 < self.floor <= 1, "data.emphasis.floor", f"must be in (0, 1], got {self.floor}")
+        _check(bool(self.dims), "data.emphasis.dims", "needs at least one dimension")
+
+
+@dataclass
 class DataConfig:
     _target_: str = "vla_lab.data.datamodule.DemoDataModule"
     sources: list[SourceConfig] = field(default_factory=list)
@@ -149,6 +170,8 @@ class DataConfig:
     #: Privileged per-frame obs datasets (e.g. ``object_pos`` from ``vla-collect record_object_pos=true``)
     #: delivered as ``aux.<key>`` training targets for auxiliary losses; never fed to the policy.
     aux_keys: list[str] = field(default_factory=list)
+    #: Frame weighting by an aux key (off by default; EmphasisConfig says why).
+    emphasis: EmphasisConfig = field(default_factory=EmphasisConfig)
     image_size: int = 224
     #: Actions per sample (the current and the next K-1); padded with the last action at episode end.
     chunk_size: int = 1
@@ -178,6 +201,11 @@ class DataConfig:
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(bool(self.cameras), "data.cameras", "needs at least one camera")
+        _check(
+            self.emphasis.key is None or self.emphasis.key in self.aux_keys,
+            "data.emphasis.key",
+            f"{self.emphasis.key!r} is not in data.aux_keys {self.aux_keys}",
+        )
         for name in ("normalization", "state_normalization"):
             mode = getattr(self, name)
             _check(

@@ -184,6 +184,11 @@ class DemoDataModule(L.LightningDataModule):
             weights = (
                 np.asarray(self.source_weights)[sid] / counts[sid]
             )  # each source gets its weight's share
+        emphasis = self.cfg.emphasis
+        if emphasis.key is not None:
+            norms = ds.aux_norms(emphasis.key, emphasis.dims)
+            frame = emphasis.floor + (1 - emphasis.floor) * np.minimum(1.0, norms / emphasis.saturation)
+            weights = frame if weights is None else weights * frame
         sampler = EpochSampler(
             len(ds), num_samples=self.cfg.samples_per_epoch, weights=weights, seed=self.cfg.split_seed
         )

@@ -80,6 +80,19 @@ class DemoDataset(Dataset):
     def frames_per_episode(self) -> np.ndarray:
         return np.array([ep.length for ep in self.episodes])
 
+    def aux_norms(self, key: str, dims: list[int]) -> np.ndarray:
+        """Per sample: the Euclidean norm of aux key ``key`` over ``dims`` at that frame."""
+        if key not in self._aux:
+            raise KeyError(f"aux key {key!r} is not loaded (data.aux_keys: {list(self._aux)})")
+        per_episode = [np.asarray(a, dtype=np.float64) for a in self._aux[key]]
+        width = per_episode[0].shape[1] if per_episode else 0
+        bad = [d for d in dims if not -width <= d < width]
+        if bad:
+            raise ValueError(f"data.emphasis.dims {bad} out of range for {key!r} of width {width}")
+        values = np.concatenate(per_episode)[:, dims]
+        assert len(values) == len(self), "aux arrays and sample index disagree"
+        return np.linalg.norm(values, axis=1)
+
     def sample_source_ids(self) -> np.ndarray:
         """Source index of every sample (for mixture weighting)."""
         return np.asarray(self.source_ids, dtype=np.int64)[self._ep_of]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,9 @@ from vla_lab.config.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+SCHEDULES = ("cosine", "constant")
+
+
 @dataclass
 class VisionPretrainConfig:
     #: optimizer steps of the warm-up; 0 = off
@@ -33,6 +37,9 @@ class VisionPretrainConfig:
     #: the data key to regress (must be listed in data.aux_keys)
     target: str = "object_pos"
     lr: float = 1e-3
+    #: "cosine": the rate decays to 0 over ``steps`` (at a constant rate the held-out error stalls
+    #: at the noise level of the last updates); "constant"
+    schedule: str = "cosine"
     #: the target is divided by this before the L1 loss (0.1 m: losses of order 1)
     scale: float = 0.1
     #: features per patch fed to the readout
@@ -47,6 +54,8 @@ class VisionPretrainConfig:
             raise ConfigError(f"vision_pretrain.steps must be >= 0, got {self.steps}")
         if not self.lr > 0 or not self.scale > 0:
             raise ConfigError("vision_pretrain.lr and vision_pretrain.scale must be > 0")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"vision_pretrain.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.patch_features < 1 or self.log_every < 1 or self.val_batches < 1:
             raise ConfigError("vision_pretrain.patch_features, log_every and val_batches must be >= 1")
 
@@ -107,6 +116,13 @@ def _batches(loader):
         yield from loader
 
 
+def _rate(cfg: VisionPretrainConfig, step: int) -> float:
+    """Multiplier of ``cfg.lr`` at ``step``."""
+    if cfg.schedule == "constant":
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / max(cfg.steps, 1)))
+
+
 def pretrain_vision(policy, train_loader, val_loader, cfg: VisionPretrainConfig) -> dict[str, Any]:
     """Trains ``policy``'s vision towers in place; returns what was measured (errors in the
     target's units, per axis averaged)."""
@@ -129,6 +145,7 @@ def pretrain_vision(policy, train_loader, val_loader, cfg: VisionPretrainConfig)
 
     params = [p for p in towers.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([*params, *readout.parameters()], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _rate(cfg, step))
 
     def error(batches) -> float:
         towers.eval()
@@ -155,6 +172,7 @@ def pretrain_vision(policy, train_loader, val_loader, cfg: VisionPretrainConfig)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         if "train_error" not in history[-1]:  # the batch right after each measurement
             history[-1]["train_error"] = round(loss.item() * cfg.scale, 5)
     towers.train(was_training)

@@ -20,6 +20,7 @@ ACTION_HEADS = ("tokens", "l1_chunk", "fast")
 #: What a byte-level BPE trained on instructions needs besides merges: 256 bytes and <unk> <s> </s>.
 MIN_TRAINED_TEXT_VOCAB = 259
 PROPRIO_INJECTIONS = ("token", "queries")
+AUX_READOUTS = ("actions", "prompt")
 POS_EMBED_INITS = (None, "sincos")
 VIT_WEIGHT_INITS = ("", "jax")
 
@@ -86,6 +87,10 @@ class L1HeadSpec:
 
     hidden_dim: int | None = None  # None: the LLM width
     num_blocks: int = 2
+    #: Also feed the head the prompt's last state (as the last layer reads it: image and text, no
+    #: state). From scratch, the placeholders were seen to keep the gripper state but not import
+    #: where the object is, although the prompt's end held it (experiments/demo_learnability, §9).
+    read_prompt_end: bool = False
 
 
 @dataclass
@@ -136,6 +141,18 @@ class OpenVLAConfig:
     #: an unsaturated "where is it" target teaches the vision tower to localize faster than action
     #: labels that mostly say "which way" (experiments/demo_learnability, section 6). None: off.
     aux_target: str | None = None
+    #: Where the auxiliary target is read: "actions" (the mean of the placeholders' final states) or
+    #: "prompt" (the last prompt token, after all but the last layer). The placeholders hold the state,
+    #: and in a demonstration the gripper sits at the object for most frames, so from "actions" the
+    #: target is learnt as "about where the gripper is"; the prompt token sees only image and text,
+    #: so it has to find the object, in one place the placeholders can attend to
+    #: (experiments/demo_learnability, section 9).
+    aux_readout: str = "actions"
+    #: A second auxiliary target, read from the action block whatever ``aux_readout`` is, e.g.
+    #: ``object_offset`` (object minus gripper) next to ``object_pos`` at the prompt: what the
+    #: placeholders must compute from the prompt's estimate and their state. Unlike the action
+    #: labels, which saturate at full speed, it says how far. Same ``aux_dim``, weight and scale.
+    aux_action_target: str | None = None
     aux_dim: int = 3
     aux_weight: float = 1.0
     #: The target is divided by this before the L1 loss (metres → units of 10 cm for positions), so its
@@ -186,9 +203,11 @@ class OpenVLAConfig:
             raise ValueError(
                 f"text_vocab_size {self.vocab_size} leaves no room for {self.n_action_bins} bins"
             )
-        if self.aux_target is not None:
+        if self.aux_target is not None or self.aux_action_target is not None:
             if self.action_head != "l1_chunk":
                 raise ValueError("aux_target needs action_head='l1_chunk' (its placeholders are read out)")
+            if self.aux_readout not in AUX_READOUTS:
+                raise ValueError(f"aux_readout must be one of {AUX_READOUTS}, got {self.aux_readout!r}")
             if self.aux_dim < 1 or self.aux_weight <= 0 or self.aux_scale <= 0:
                 raise ValueError(
                     f"aux_dim must be >= 1 and aux_weight, aux_scale > 0; got {self.aux_dim}, "

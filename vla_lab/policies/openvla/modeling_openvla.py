@@ -171,8 +171,9 @@ class L1ActionHead(nn.Module):
     def __init__(self, llm_dim: int, action_dim: int, spec: L1HeadSpec) -> None:
         super().__init__()
         hidden = spec.hidden_dim or llm_dim
-        self.norm_in = nn.LayerNorm(llm_dim * action_dim)
-        self.fc_in = nn.Linear(llm_dim * action_dim, hidden)
+        width = llm_dim * (action_dim + int(spec.read_prompt_end))
+        self.norm_in = nn.LayerNorm(width)
+        self.fc_in = nn.Linear(width, hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU())
             for _ in range(spec.num_blocks)
@@ -226,8 +227,8 @@ class OpenVLAForActionPrediction(nn.Module):
                 config.chunk_size * config.action_dim, config.text.hidden_size
             )
             self.action_head = L1ActionHead(config.text.hidden_size, config.action_dim, config.l1_head)
-        if config.aux_target is not None:
-            self.aux_head = nn.Linear(config.text.hidden_size, config.aux_dim)
+        for head in aux_heads(config):
+            setattr(self, head, nn.Linear(config.text.hidden_size, config.aux_dim))
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.projector(self.vision_backbone(pixel_values))
@@ -294,11 +295,15 @@ def block_bidirectional_mask(mask: torch.Tensor, n_block: int) -> torch.Tensor:
     return allowed[:, None]
 
 
-def tail_hidden_states(lm, seq: Sequence, mask: torch.Tensor, n: int) -> torch.Tensor:
+def tail_hidden_states(
+    lm, seq: Sequence, mask: torch.Tensor, n: int, with_prompt_end: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The LLM's final hidden states at the last ``n`` positions, equal to
     ``lm(...).last_hidden_state[:, -n:]``. Only those positions feed the l1 head, so the last decoder
     layer computes keys and values everywhere but queries, attention output and MLP for the ``n``
-    positions alone: with few layers that is a large share of the work, in training and inference."""
+    positions alone: with few layers that is a large share of the work, in training and inference.
+    ``with_prompt_end`` also returns the (normed) state of the token before them, the prompt's last,
+    as the last layer reads it (rows are left-padded, so it is at ``-n - 1`` in every row)."""
     hidden = seq.embeds
     cos, sin = lm.rotary_emb(hidden, position_ids=seq.position_ids)
     *body, last = lm.layers[: lm.config.num_hidden_layers]
@@ -317,9 +322,10 @@ def tail_hidden_states(lm, seq: Sequence, mask: torch.Tensor, n: int) -> torch.T
     out = F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask[:, :, -n:], scale=attn.scaling, enable_gqa=k.shape[1] != q.shape[1]
     )
+    prompt_end = hidden[:, -n - 1]
     hidden = hidden[:, -n:] + attn.o_proj(out.transpose(1, 2).reshape(batch, n, -1))
     hidden = hidden + last.mlp(last.post_attention_layernorm(hidden))
-    return lm.norm(hidden)
+    return (lm.norm(hidden), lm.norm(prompt_end)) if with_prompt_end else lm.norm(hidden)
 
 
 class OpenVLAPolicy(VLAPolicy):
@@ -347,12 +353,13 @@ class OpenVLAPolicy(VLAPolicy):
             "action_queries": "action_queries",
             "proprio": "proprio_projector",
             "aux": "aux_head",
+            "aux_action": "aux_action_head",
         }
 
     def fresh_submodels(self) -> list[str]:
         """Sub-models no pretrained checkpoint provides: trained in full even under LoRA."""
         fresh = ["action_queries", "action_head"] if self.config.action_head == "l1_chunk" else []
-        fresh += ["aux"] if self.config.aux_target is not None else []
+        fresh += [{"aux_head": "aux", "aux_action_head": "aux_action"}[h] for h in aux_heads(self.config)]
         return fresh + (["proprio"] if self.config.proprio_dim else [])
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
@@ -449,7 +456,13 @@ class OpenVLAPolicy(VLAPolicy):
         patches, prompts = self._encode_observation(batch)
         if self.config.action_head == "l1_chunk":
             return self._l1_forward(
-                patches, prompts, action, is_pad, self._query_offset(batch, patches), self._aux_target(batch)
+                patches,
+                prompts,
+                action,
+                is_pad,
+                self._query_offset(batch, patches),
+                self._aux_batch_key(batch, self.config.aux_target),
+                self._aux_batch_key(batch, self.config.aux_action_target),
             )
         if self.config.action_head == "fast":
             return self._fast_forward(patches, prompts, action, is_pad)
@@ -484,25 +497,45 @@ class OpenVLAPolicy(VLAPolicy):
         queries = self.model.action_queries(batch).to(patches.dtype)
         return queries if offset is None else queries + offset
 
-    def _l1_chunk(self, patches, prompts, offset: torch.Tensor | None = None, with_hidden: bool = False):
+    def _l1_chunk(
+        self, patches, prompts, offset: torch.Tensor | None = None, with_aux: bool = False, with_block: bool = False
+    ):
+        """(B, K, A) chunk; with ``with_aux`` also ``aux_target``'s readout input (B, hidden), with
+        ``with_block`` also the action block's mean state (B, hidden)."""
         batch = patches.shape[0]
         n = self.config.chunk_size * self.config.action_dim
         seq = assemble(self.model, patches, prompts, self._placeholders(batch, patches, offset))
+        head_reads_prompt = self.config.l1_head.read_prompt_end
+        from_prompt = with_aux and self.config.aux_readout == "prompt"
         hidden = tail_hidden_states(
-            self.model.language_model.model, seq, block_bidirectional_mask(seq.mask, n), n
+            self.model.language_model.model,
+            seq,
+            block_bidirectional_mask(seq.mask, n),
+            n,
+            from_prompt or head_reads_prompt,
         )
-        pred = self.model.action_head(hidden.reshape(batch, self.config.chunk_size, -1)).float()
-        return (pred, hidden) if with_hidden else pred
+        hidden, prompt_end = hidden if from_prompt or head_reads_prompt else (hidden, None)
+        steps = hidden.reshape(batch, self.config.chunk_size, -1)
+        if head_reads_prompt:
+            steps = torch.cat([steps, prompt_end[:, None].expand(-1, self.config.chunk_size, -1)], dim=-1)
+        pred = self.model.action_head(steps).float()
+        block = hidden.mean(dim=1)
+        out = (pred,) + ((prompt_end if from_prompt else block,) if with_aux else ()) + ((block,) if with_block else ())
+        return out if len(out) > 1 else pred
 
-    def _aux_target(self, batch) -> torch.Tensor | None:
-        """The privileged target of ``aux_target`` (training batches only), checked for shape."""
-        name = self.config.aux_target
+    def aux_guess(self, features: torch.Tensor, head: str = "aux_head") -> torch.Tensor:
+        """An auxiliary estimate in its target's units: ``aux_head`` from ``_l1_chunk(...,
+        with_aux=True)[1]``, ``aux_action_head`` from the action block's mean state."""
+        return getattr(self.model, head)(features).float() * self.config.aux_scale
+
+    def _aux_batch_key(self, batch, name: str | None) -> torch.Tensor | None:
+        """The privileged target ``name`` (training batches only), checked for shape."""
         if name is None:
             return None
         target = batch.get(keys.aux_key(name))
         if target is None:
             raise KeyError(
-                f"model.aux_target={name!r} needs {keys.aux_key(name)!r} in the batch: add {name!r} to "
+                f"auxiliary target {name!r} needs {keys.aux_key(name)!r} in the batch: add {name!r} to "
                 "data.aux_keys (and collect it, e.g. vla-collect record_object_pos=true)"
             )
         if target.ndim != 2 or target.shape[1] != self.config.aux_dim:
@@ -511,16 +544,24 @@ class OpenVLAPolicy(VLAPolicy):
             )
         return target
 
-    def _l1_forward(self, patches, prompts, action, is_pad, offset=None, aux_target=None):
-        pred, hidden = self._l1_chunk(patches, prompts, offset, with_hidden=True)
+    def _l1_forward(self, patches, prompts, action, is_pad, offset=None, aux_target=None, aux_action_target=None):
+        with_aux = aux_target is not None or aux_action_target is not None
+        if with_aux:
+            pred, readout, block = self._l1_chunk(patches, prompts, offset, with_aux=True, with_block=True)
+        else:
+            pred = self._l1_chunk(patches, prompts, offset)
         keep = (~is_pad).unsqueeze(-1).float()
         loss = (torch.abs(pred - action) * keep).sum() / (keep.sum() * action.shape[-1]).clamp(min=1)
         logs = {**action_metrics(pred.detach(), action, is_pad)}
-        if aux_target is not None:
-            guess = self.model.aux_head(hidden.mean(dim=1)).float() * self.config.aux_scale
-            error = torch.abs(guess - aux_target.to(guess))
-            loss = loss + self.config.aux_weight * error.mean() / self.config.aux_scale
-            logs["aux_l1"] = error.mean().detach()  # in the target's own units (m for positions)
+        # errors are logged in the targets' own units (m for positions)
+        for name, head, features, target in (
+            ("aux_l1", "aux_head", readout if with_aux else None, aux_target),
+            ("aux_action_l1", "aux_action_head", block if with_aux else None, aux_action_target),
+        ):
+            if target is not None:
+                error = torch.abs(self.aux_guess(features, head) - target.float())
+                loss = loss + self.config.aux_weight * error.mean() / self.config.aux_scale
+                logs[name] = error.mean().detach()
         return loss, {"loss": loss.detach(), **logs}
 
     # ---- the FAST head ----
@@ -882,29 +923,47 @@ TOKEN_HEAD_FIELDS = (
 )
 
 
-#: Training-only fields: the auxiliary readout is added, replaced or dropped at load (``adopt_aux_target``).
-AUX_FIELDS = ("aux_target", "aux_dim", "aux_weight", "aux_scale")
+#: Training-only fields: the auxiliary readouts are added, replaced or dropped at load (``adopt_aux_target``).
+AUX_FIELDS = ("aux_target", "aux_readout", "aux_action_target", "aux_dim", "aux_weight", "aux_scale")
+
+
+def aux_heads(config: OpenVLAConfig) -> list[str]:
+    """The auxiliary readout modules ``config`` asks for."""
+    return [
+        head
+        for head, target in (("aux_head", config.aux_target), ("aux_action_head", config.aux_action_target))
+        if target is not None
+    ]
 
 
 def adopt_aux_target(policy: OpenVLAPolicy, source: OpenVLAConfig) -> None:
-    """Gives a loaded policy ``source``'s auxiliary target: a fine-tune on data without the privileged
-    key drops the pretraining readout; a new target gets a fresh readout (trained in full)."""
+    """Gives a loaded policy ``source``'s auxiliary targets: a fine-tune on data without the privileged
+    keys drops the pretraining readouts; a new target or readout place gets a fresh readout (trained
+    in full)."""
     config, model = policy.config, policy.model
-    same = all(getattr(config, f) == getattr(source, f) for f in AUX_FIELDS)
-    if same:
+    if all(getattr(config, f) == getattr(source, f) for f in AUX_FIELDS):
         return
+    kept = {
+        "aux_head": (config.aux_target, config.aux_readout, config.aux_dim),
+        "aux_action_head": (config.aux_action_target, config.aux_dim),
+    }
     for name in AUX_FIELDS:
         setattr(config, name, getattr(source, name))
     config.validate()
-    if hasattr(model, "aux_head") and (
-        source.aux_target is None or model.aux_head.out_features != source.aux_dim
-    ):
-        del model.aux_head
-    if source.aux_target is not None and not hasattr(model, "aux_head"):
-        ref = model.language_model.get_input_embeddings().weight
-        model.aux_head = nn.Linear(config.text.hidden_size, source.aux_dim).to(
-            device=ref.device, dtype=ref.dtype
-        )
+    now = {
+        "aux_head": (config.aux_target, config.aux_readout, config.aux_dim),
+        "aux_action_head": (config.aux_action_target, config.aux_dim),
+    }
+    ref = model.language_model.get_input_embeddings().weight
+    for head in ("aux_head", "aux_action_head"):
+        if hasattr(model, head) and kept[head] != now[head]:
+            delattr(model, head)
+        if head in aux_heads(config) and not hasattr(model, head):
+            setattr(
+                model,
+                head,
+                nn.Linear(config.text.hidden_size, config.aux_dim).to(device=ref.device, dtype=ref.dtype),
+            )
 
 
 def _same_network(a: OpenVLAConfig, b: OpenVLAConfig) -> bool:
