@@ -254,8 +254,8 @@ def test_aux_keys_arrive_raw_and_a_missing_one_is_named(demo_file):
             raw = f["data"][ep.demo]["obs/ee_pos"][int(batch[keys.FRAME_INDEX][row])]
             np.testing.assert_array_equal(aux[row].numpy(), raw)  # not normalized: a target, not an input
     assert keys.aux_key("ee_pos") not in _dm(demo_file).train_set[0]
-    with pytest.raises(DataError, match="obs/object_offset"):
-        _dm(demo_file, aux_keys=["object_offset"])
+    with pytest.raises(DataError, match="obs/object_yaw"):
+        _dm(demo_file, aux_keys=["object_yaw"])
 
 
 def test_emphasis_draws_frames_by_how_far_an_aux_key_is_from_zero(demo_file):

@@ -43,6 +43,7 @@ def _episode(rng: np.random.Generator, length: int, image_size: int, cameras: li
         "gripper_width": (0.04 * actions[:, 6:7]).astype(np.float32),
         # privileged (written, not a declared proprio key), as vla-collect record_object_pos=true writes it
         "object_pos": np.repeat(goal[None], length, 0).astype(np.float32),
+        "object_offset": (goal[None] - pos).astype(np.float32),
     }
     return actions, images, proprio
 
