@@ -573,3 +573,60 @@ def test_init_scales_are_configurable_for_tiny_widths():
         model_cfg("openvla_tiny_128", "model.vision.0.weight_init=xavier")
     with pytest.raises(ValueError, match="initializer_range"):
         model_cfg("openvla_tiny_128", "model.text.initializer_range=0")
+
+
+def test_two_cameras_pass_the_same_towers_and_both_reach_the_actions(tmp_path):
+    """OpenVLA-OFT's multi-image input: each camera's patches, in order, from the shared towers."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg(
+        "model.action_head=l1_chunk", "model.chunk_size=2", "model.cameras=[agentview,wrist]", img=56
+    )
+    policy = make_policy(cfg, corpus=INSTRUCTIONS).eval()
+    batch = make_batch(2, chunk=2, seed=4, size=56)
+    batch["observation.images.wrist"] = torch.rand(2, 3, 56, 56, generator=torch.Generator().manual_seed(5))
+    patches = policy.vision_patches(batch)
+    per_image = policy.model.vision_backbone._patches
+    proc = policy.processor
+    with torch.no_grad():
+        agent = per_image(proc.pixel_values(batch["observation.images.agentview"]), None)
+        wrist = per_image(proc.pixel_values(batch["observation.images.wrist"]), None)
+    torch.testing.assert_close(patches, torch.cat([agent, wrist], dim=1))
+    with torch.no_grad():
+        chunk = policy.predict_action_chunk(batch)
+        changed = dict(batch, **{"observation.images.wrist": torch.zeros(2, 3, 56, 56)})
+        assert (policy.predict_action_chunk(changed) - chunk).abs().max() > 1e-4
+    # the processor checks every camera, and the cameras survive saving
+    del changed["observation.images.wrist"]
+    with pytest.raises(KeyError, match="wrist"):
+        policy.predict_action_chunk(changed)
+    policy.save_pretrained(tmp_path / "ckpt")
+    again = load_policy(tmp_path / "ckpt").eval()
+    assert again.config.cameras == ["agentview", "wrist"]
+    torch.testing.assert_close(again.predict_action_chunk(batch), chunk)
+
+
+def test_cameras_must_be_distinct():
+    with pytest.raises(ValueError, match="distinct"):
+        tiny_cfg("model.cameras=[agentview,agentview]")
+
+
+def test_film_conditions_the_towers_on_the_instruction_and_survives_saving(tmp_path):
+    """OFT+'s FiLM: the same image gives other patch features under another instruction."""
+    torch.manual_seed(0)
+    plain = make_policy(tiny_cfg("model.action_head=l1_chunk", img=56), corpus=INSTRUCTIONS).eval()
+    filmed = make_policy(
+        tiny_cfg("model.action_head=l1_chunk", "model.use_film=true", img=56), corpus=INSTRUCTIONS
+    ).eval()
+    batch = make_batch(2, seed=6, size=56)
+    batch["observation.images.agentview"][1] = batch["observation.images.agentview"][0]
+    batch["task"] = ["pick up the red block", "push the blue cube to the left"]
+    with torch.no_grad():
+        same = plain.vision_patches(batch)
+        differ = filmed.vision_patches(batch)
+    torch.testing.assert_close(same[0], same[1])
+    assert (differ[0] - differ[1]).abs().max() > 1e-3
+    assert any(k.startswith("vision_backbone.film.fused_featurizer.1.") for k in filmed.model.state_dict())
+    filmed.save_pretrained(tmp_path / "ckpt")
+    again = load_policy(tmp_path / "ckpt").eval()
+    assert again.config.use_film
+    torch.testing.assert_close(again.predict_action_chunk(batch), filmed.predict_action_chunk(batch))

@@ -20,7 +20,11 @@ import { ROBOT } from "./src/robot.js";
 const problems = [];
 let layouts = 0;
 for (const [name, task] of Object.entries(TASKS)) {
-  for (const knobs of [validateRandomization({ num_distractors: 4, yaw_range: Math.PI }), validateRandomization({ position_jitter: 0, shuffle_layout: false, num_distractors: 0 })]) {
+  for (const knobs of [
+    validateRandomization({ num_distractors: 4, yaw_range: Math.PI }),
+    validateRandomization({ position_jitter: 0, shuffle_layout: false, num_distractors: 0 }),
+    validateRandomization({ num_distractors: 4, yaw_range: Math.PI, object_scale: 1.5 }),
+  ]) {
     for (let seed = 0; seed < 300; seed++) {
       const a = task.sample(new Rng(seed), knobs), b = task.sample(new Rng(seed), knobs);
       if (JSON.stringify(a) !== JSON.stringify(b)) problems.push(`${name}/${seed}: not reproducible`);
@@ -67,7 +71,7 @@ def run_node(script: str) -> dict:
 
 def test_layouts_are_collision_free_reproducible_and_unambiguous():
     out = run_node(SCRIPT)
-    assert out["layouts"] == 6 * 2 * 300
+    assert out["layouts"] == 6 * 3 * 300
     assert out["count"] == 0, out["problems"]
     assert "must be an integer" in out["bad"]
 
@@ -104,3 +108,29 @@ def test_grid_targets_put_the_reach_sphere_over_a_free_cell_sized_by_position_ji
     assert len({round(r["off_cell"], 6) for r in by_jitter[1]}) > 100  # jittered, not snapped
     # the default keeps the free-floating sphere: any height in [6, 22] cm, not on the grid's plane
     assert 0.06 <= out["free"][2] <= 0.22 and out["free"][2] != 0.14
+
+
+SCALE_SCRIPT = """
+import { TASKS, validateRandomization } from "./src/tasks.js";
+import { Rng } from "./src/rng.js";
+const sizes = {};
+for (const scale of [1, 1.5]) {
+  const knobs = validateRandomization({ object_scale: scale, grid_targets: true, size_variation: 0 });
+  sizes[scale] = {
+    block: TASKS.pick_block.sample(new Rng(4), knobs).objects.map((o) => o.half),
+    sphere: TASKS.reach_target.sample(new Rng(4), knobs).fixtures.target.radius,
+  };
+}
+let bad = null;
+try { validateRandomization({ object_scale: 3 }); } catch (e) { bad = e.message; }
+console.log(JSON.stringify({ sizes, bad }));
+"""
+
+
+def test_object_scale_enlarges_blocks_and_the_sphere():
+    out = run_node(SCALE_SCRIPT)
+    small, big = out["sizes"]["1"], out["sizes"]["1.5"]
+    assert small["sphere"] == pytest.approx(0.015) and big["sphere"] == pytest.approx(0.0225)
+    for a, b in zip(small["block"], big["block"], strict=True):
+        assert a == pytest.approx([0.02, 0.02, 0.02]) and b == pytest.approx([0.03, 0.03, 0.03])
+    assert "outside [0.5, 1.5]" in out["bad"]

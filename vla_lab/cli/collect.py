@@ -47,6 +47,7 @@ def _main(cfg: DictConfig) -> None:
             policy=OmegaConf.to_object(cfg.policy),
             max_steps=cfg.max_steps,
             record_object_pos=cfg.record_object_pos,
+            action_kind=cfg.action_space,
         )
     except ValueError as e:
         print(f"vla-collect: {e}", file=sys.stderr)

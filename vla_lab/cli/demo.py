@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         "expert.noise_std=0.3",
         "expert.random_action_prob=0.05",
         "record_object_pos=true",
+        # absolute end-effector targets, converted to deltas at execution (vla_lab.sim.control):
+        # a target does not depend on where the gripper is, so the image alone says it
+        "action_space=target_ee",
     ]
 
     run(

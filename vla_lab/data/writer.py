@@ -53,6 +53,14 @@ class DemoWriter:
             raise DataFormatError(f"cannot open for appending: {exc}", file=str(self.path)) from exc
         if appending:
             self._load_header()
+            if action_space is not None and action_space.kind != self.action_space.kind:
+                self._file.close()
+                self._tmp.unlink(missing_ok=True)
+                raise DataFormatError(
+                    f"cannot append {action_space.kind} actions to a file of {self.action_space.kind} actions",
+                    file=str(self.path),
+                    key="data.attrs.action_space",
+                )
         else:
             self._write_header(
                 env_name,

@@ -18,6 +18,7 @@ import torch
 from vla_lab.config import keys
 from vla_lab.data.normalize import Normalizer
 from vla_lab.data.transforms import eval_image_transform
+from vla_lab.sim.control import DELTA, TARGET, target_to_delta
 
 #: file in a checkpoint directory holding the DataModule's processor config (transform, cameras, keys)
 DATA_PROCESSOR = "data_processor.json"
@@ -39,6 +40,9 @@ def processor_spec(data_processor: dict[str, Any], unnorm_key: str | None = None
     # checkpoints from before the recorded camera size was saved trained on 224 px renders
     spec["camera_size"] = int(data_processor.get("camera_size", 224))
     spec["unnorm_key"] = unnorm_key if unnorm_key is not None else data_processor.get("unnorm_key")
+    # what the policy's actions mean: delta commands, or target poses the actor turns into them
+    raw_space = data_processor.get("action_space")
+    spec["action_kind"] = json.loads(raw_space).get("kind", DELTA) if raw_space else DELTA
     return spec
 
 
@@ -110,6 +114,10 @@ class PolicyActor:
         finally:
             self.policy.train(was_training)
         raw = self.normalizer.unnormalize_action(action[0].float().cpu().numpy())
+        if self.spec.get("action_kind", DELTA) == TARGET:
+            # position control: each executed action, queued chunk steps too, is read against the
+            # pose the robot is at now
+            return target_to_delta(raw, obs["ee_pos"], obs["ee_ori"])
         raw[:6] = np.clip(raw[:6], -1.0, 1.0)
         raw[6] = np.clip(raw[6], 0.0, 1.0)
         return raw.astype(np.float32)

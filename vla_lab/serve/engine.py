@@ -14,6 +14,7 @@ import torch
 
 from vla_lab.config import keys
 from vla_lab.serve.protocol import Limits, Request
+from vla_lab.sim.control import DELTA
 
 
 class PolicyEngine:
@@ -59,6 +60,8 @@ class PolicyEngine:
             "proprio_keys": list(self.actor.proprio_keys),
             "proprio_dim": self.limits_base["state_dim"],
             "unnorm_key": self.spec["unnorm_key"],
+            # delta_ee: delta commands; target_ee: target poses (vla_lab.sim.control.target_to_delta)
+            "action_kind": self.spec.get("action_kind", DELTA),
         }
 
     def prepare(self, req: Request) -> dict[str, Any]:
@@ -86,7 +89,9 @@ class PolicyEngine:
             self.policy.eval()
             chunk = self.policy.predict_action_chunk(batch)
         raw = self.normalizer.unnormalize_action(chunk.float().cpu().numpy())
-        # the same limits PolicyActor.act applies: motion in [-1, 1], gripper in [0, 1]
-        raw[..., :6] = np.clip(raw[..., :6], -1.0, 1.0)
+        # the same limits PolicyActor.act applies: motion in [-1, 1] (delta commands; target poses
+        # are limited when turned into commands), gripper in [0, 1]
+        if self.spec.get("action_kind", DELTA) == DELTA:
+            raw[..., :6] = np.clip(raw[..., :6], -1.0, 1.0)
         raw[..., 6] = np.clip(raw[..., 6], 0.0, 1.0)
         return raw.astype(np.float32)

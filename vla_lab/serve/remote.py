@@ -17,6 +17,7 @@ import torch
 
 from vla_lab.eval.actor import ExecutionConfig
 from vla_lab.serve.client import PolicyClient
+from vla_lab.sim.control import DELTA, TARGET, target_to_delta
 
 
 class RemotePolicyActor:
@@ -27,6 +28,8 @@ class RemotePolicyActor:
         info = client.health()
         self.cameras, self.proprio_keys = list(info["cameras"]), list(info["proprio_keys"])
         self.chunk_size = int(info["chunk_size"])
+        #: servers of target-pose policies answer poses; every executed one becomes a delta command
+        self.action_kind = info.get("action_kind", DELTA)
         execution = execution or ExecutionConfig()
         coeff = execution.temporal_ensemble_coeff
         n = self.chunk_size if execution.n_action_steps is None else int(execution.n_action_steps)
@@ -60,11 +63,15 @@ class RemotePolicyActor:
     def act(self, obs: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
         if self.ensembler is not None:
             chunk = torch.from_numpy(self.predict_chunk(obs, str(info["instruction"])))[None]
-            return self.ensembler.update(chunk)[0].numpy()
-        if not self._queue:
-            chunk = self.predict_chunk(obs, str(info["instruction"]))
-            self._queue.extend(chunk[: self.n_action_steps])
-        return self._queue.popleft().copy()
+            action = self.ensembler.update(chunk)[0].numpy()
+        else:
+            if not self._queue:
+                chunk = self.predict_chunk(obs, str(info["instruction"]))
+                self._queue.extend(chunk[: self.n_action_steps])
+            action = self._queue.popleft().copy()
+        if self.action_kind == TARGET:
+            return target_to_delta(action, obs["ee_pos"], obs["ee_ori"])
+        return action
 
 
 def run_remote_episodes(client: PolicyClient, eval_cfg, *, viewer: bool = False, progress: bool = True):

@@ -12,6 +12,7 @@ import numpy as np
 
 from vla_lab.data.format import ActionSpace
 from vla_lab.data.writer import DemoWriter
+from vla_lab.sim import control
 from vla_lab.sim import manifest as mf
 from vla_lab.sim.actors import EXPERT, Actor, CheckpointActor, ExpertActor, MixtureActor
 from vla_lab.sim.config import PolicyCollectConfig
@@ -29,12 +30,9 @@ LABELS = ("clean", "executed")
 EXPERT_LABELS = ("clean", "expert")
 
 
-def action_space() -> ActionSpace:
-    r = mf.robot()
-    t, rot = r["max_translation_per_step"], r["max_rotation_per_step"]
-    return ActionSpace(
-        units=[f"x{t} m"] * 3 + [f"x{rot} rad"] * 3 + [f"x{r['max_width']} m opening"],
-    )
+def action_space(kind: str = control.DELTA) -> ActionSpace:
+    """How the recorded actions are expressed (``vla_lab.sim.control``): delta commands or target poses."""
+    return control.action_space(kind)
 
 
 def episode_seed(seed: int, task_index: int, attempt: int) -> int:
@@ -93,6 +91,7 @@ def run_episode(
     label: str = "expert",
     max_steps: int | None = None,
     record_object_pos: bool = False,
+    action_kind: str = control.DELTA,
 ) -> Episode:
     """One episode driven by ``actor`` (expert, policy or mixture), recorded step by step.
 
@@ -100,7 +99,10 @@ def run_episode(
     action at every visited state (``info["expert_action"]``: DART for a perturbed expert, DAgger for
     a policy), ``"executed"`` = the action that ran. ``Episode.executed`` always holds what ran and
     ``Episode.expert_steps`` how many of those steps the expert chose. ``max_steps`` shortens the
-    task's own step budget."""
+    task's own step budget. ``action_kind`` is the space labels and ``Episode.executed`` are written
+    in: the actor always commands deltas; ``target_ee`` records the expert's target pose
+    (``info["expert_target"]``) and the pose an executed delta heads for."""
+    control.check_kind(action_kind, "action_space")
     if label not in EXPERT_LABELS + ("executed",):
         raise ValueError(f"label must be one of {EXPERT_LABELS + ('executed',)}, got {label!r}")
     options: dict[str, Any] = {"task": task}
@@ -125,9 +127,13 @@ def run_episode(
         clean = ScriptedExpert.clean_action(info)
         a = np.asarray(actor.act(obs, info), dtype=np.float32)
         expert_steps += actor.last_source == EXPERT
+        ran = a
+        if action_kind == control.TARGET:
+            clean = ScriptedExpert.clean_target(info)
+            ran = control.delta_to_target(a, obs["ee_pos"], obs["ee_ori"])
         obs, r, term, trunc, info = env.step(a)
-        labels.append(clean if label in EXPERT_LABELS else a)
-        executed.append(a)
+        labels.append(clean if label in EXPERT_LABELS else ran)
+        executed.append(ran)
         rewards.append(r)
         dones.append(term or trunc)
         if term or trunc:
@@ -179,8 +185,8 @@ class CollectSummary:
         }
 
 
-def _check_append_target(out: Path, cameras: tuple[str, ...], image_size: int) -> None:
-    """Appending must not mix image sizes or drop cameras: the file's first demo says what it holds."""
+def _check_append_target(out: Path, cameras: tuple[str, ...], image_size: int, action_kind: str) -> None:
+    """Appending must not mix image sizes or action spaces, nor drop cameras: the file says what it holds."""
     import h5py
 
     from vla_lab.data.format import camera_dataset
@@ -189,6 +195,9 @@ def _check_append_target(out: Path, cameras: tuple[str, ...], image_size: int) -
         data = f.get("data")
         if data is None or "demo_0" not in data:
             return
+        held = ActionSpace.from_json(data.attrs["action_space"]).kind
+        if held != action_kind:
+            raise ValueError(f"out={out} holds {held} actions; append with action_space={held}")
         obs = data["demo_0"]["obs"]
         for cam in cameras:
             key = camera_dataset(cam)
@@ -254,6 +263,7 @@ def collect(
     policy: PolicyCollectConfig | None = None,
     max_steps: int | None = None,
     record_object_pos: bool = False,
+    action_kind: str = control.DELTA,
 ) -> CollectSummary:
     """Record episodes into ``out``. Without ``policy`` (or with ``policy.checkpoint`` null) the
     scripted expert acts and ``label`` / ``keep_failures`` apply. With a checkpoint the policy acts
@@ -270,6 +280,7 @@ def collect(
         raise ValueError(f"max_attempts_factor must be >= 1, got {max_attempts_factor}")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1 or null, got {max_steps}")
+    control.check_kind(action_kind, "action_space")
     rollouts = policy is not None and policy.checkpoint is not None
     if rollouts:
         policy.check()
@@ -286,7 +297,7 @@ def collect(
     cameras = tuple(kwargs.get("cameras") or ("agentview",))
     image_size = int(kwargs.get("image_size") or 224)
     if append and out.exists():
-        _check_append_target(out, cameras, image_size)
+        _check_append_target(out, cameras, image_size, action_kind)
     expert = ScriptedExpert(noise_std, random_action_prob, seed)
     # the checkpoint loads (and fails, naming the field) before a browser starts
     actor = make_actor(policy if rollouts else None, expert, cameras=cameras, image_size=image_size)
@@ -329,7 +340,7 @@ def collect(
             mode="a" if append else "w",
             env_name=ENV_NAME,
             robot=man["robot"]["name"],
-            action_space=action_space(),
+            action_space=action_space(action_kind),
             cameras=list(env.cameras),
             # object_pos is written but not declared as proprio: the datamodule's default state
             # inputs are the declared keys, and privileged state must never become an input
@@ -349,6 +360,7 @@ def collect(
                         label=label,
                         max_steps=max_steps,
                         record_object_pos=record_object_pos,
+                        action_kind=action_kind,
                     )
                     count.attempts += 1
                     count.successes += ep.success

@@ -35,6 +35,7 @@ class RandomizationConfig:
     paraphrase: bool = True
     start_jitter: float = 0.0
     grid_targets: bool = False
+    object_scale: float = 1.0
 
 
 @dataclass
@@ -135,6 +136,9 @@ class CollectConfig:
     #: target sphere of reach tasks, the block to move otherwise): privileged state a policy never gets
     #: as input, for auxiliary losses and probes
     record_object_pos: bool = False
+    #: the space actions are recorded in (vla_lab.sim.control): delta_ee (the robot's delta commands,
+    #: LIBERO's convention) or target_ee (the pose each step heads for: position control)
+    action_space: str = "delta_ee"
     #: record rollouts of a trained policy (policy.checkpoint) instead of expert demonstrations
     policy: PolicyCollectConfig = field(default_factory=PolicyCollectConfig)
     #: the shared `paths` group (data and output roots)

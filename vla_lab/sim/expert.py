@@ -42,6 +42,18 @@ class ScriptedExpert:
         a[:6] = np.clip(a[:6], -1, 1)
         return a
 
+    @staticmethod
+    def clean_target(info: dict[str, Any]) -> np.ndarray:
+        """The pose the expert's clean action heads for (``target_ee`` labels, ``vla_lab.sim.control``)."""
+        try:
+            a = np.array(info["expert_target"], dtype=np.float32)
+        except KeyError as e:
+            raise KeyError("info has no 'expert_target'; it comes from SimEnv.reset/step") from e
+        if a.shape != (7,):
+            raise ValueError(f"expert_target must have 7 values, got shape {a.shape}")
+        a[6] = np.clip(a[6], 0, 1)
+        return a
+
     def act(self, info: dict[str, Any]) -> np.ndarray:
         """The action to execute: the clean action, perturbed as configured."""
         a = self.clean_action(info)

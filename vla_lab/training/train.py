@@ -60,9 +60,16 @@ def build_policy(cfg: DictConfig, dm) -> Any:
     norm_stats = {cfg.unnorm_key: dm.normalizer.to_dict()}
     # Only the FAST head needs them (to fit its tokenizer); a checkpoint saves what was fitted.
     chunks = dm.action_chunks() if cfg.model.get("action_head") == "fast" else None
-    return make_policy(
+    policy = make_policy(
         cfg.model, cfg.peft, corpus=dm.instructions, norm_stats=norm_stats, action_chunks=chunks
     )
+    missing = [c for c in policy.config.cameras if c not in dm.cfg.cameras]
+    if missing:
+        raise ConfigError(
+            f"the policy reads cameras {list(policy.config.cameras)} but data.cameras is "
+            f"{list(dm.cfg.cameras)} (missing {missing}): set both to the same list"
+        )
+    return policy
 
 
 def _write_vision_pretrain(run_dir: Path, report: dict[str, Any], zero: bool) -> None:

@@ -66,12 +66,21 @@ class PatchGridReadout(nn.Module):
     readout can pick *the named* object's patch among distractors."""
 
     def __init__(
-        self, n_patches: int, width: int, out_dim: int, patch_features: int, vocab_size: int
+        self,
+        n_patches: int,
+        width: int,
+        out_dim: int,
+        patch_features: int,
+        vocab_size: int,
+        use_words: bool = True,
     ) -> None:
         super().__init__()
         self.per_patch = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, patch_features))
         self.words = nn.EmbeddingBag(vocab_size, 2 * patch_features, mode="mean")
         nn.init.zeros_(self.words.weight)  # FiLM starts as the identity
+        # towers that see the instruction themselves (OpenVLA-OFT+'s FiLM) must learn which object
+        # is named: a readout that could pick it out would take that lesson away with it
+        self.words.weight.requires_grad_(use_words)
         self.mlp = nn.Sequential(
             nn.GELU(),
             nn.Flatten(1),
@@ -138,6 +147,7 @@ def pretrain_vision(policy, train_loader, val_loader, cfg: VisionPretrainConfig)
         first[target_key].shape[1],
         cfg.patch_features,
         policy.text_vocab_size(),
+        use_words=not getattr(policy.config, "use_film", False),
     )
 
     def guess(batch) -> torch.Tensor:

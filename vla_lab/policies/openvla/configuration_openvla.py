@@ -158,6 +158,12 @@ class OpenVLAConfig:
     #: The target is divided by this before the L1 loss (metres → units of 10 cm for positions), so its
     #: loss has the action loss's magnitude.
     aux_scale: float = 0.1
+    #: OpenVLA-OFT+'s FiLM: every vision block is scaled and shifted by projections of the prompt's
+    #: average token embedding, so the towers see the instruction (OFT+ uses it for language
+    #: following). Released OpenVLA: off.
+    use_film: bool = False
+    #: The images the policy reads, in order. One: released OpenVLA. More (e.g. agentview + wrist):
+    #: OpenVLA-OFT's multi-image input, every image through the same towers, patches concatenated.
     cameras: list[str] = field(default_factory=lambda: ["agentview"])
     l1_head: L1HeadSpec = field(default_factory=L1HeadSpec)
     #: Tokenizer source: a directory with tokenizer files, or "train" to fit a byte-level BPE on the
@@ -174,6 +180,8 @@ class OpenVLAConfig:
     def validate(self) -> None:
         if self.action_head not in ACTION_HEADS:
             raise ValueError(f"action_head must be one of {ACTION_HEADS}, got {self.action_head!r}")
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be a non-empty list of distinct camera names, got {self.cameras}")
         if len(self.vision) not in (1, 2):
             raise ValueError(f"vision must list 1 or 2 backbones, got {len(self.vision)}")
         for i, spec in enumerate(self.vision):

@@ -87,16 +87,62 @@ def init_sincos_pos_embed(vit: nn.Module) -> None:
         vit.pos_embed[:, vit.pos_embed.shape[1] - codes.shape[0] :].copy_(codes)
 
 
-def penultimate_patches(vit: nn.Module, x: torch.Tensor, grad_ckpt: bool = False) -> torch.Tensor:
-    """Patch tokens after the second-to-last block (prefix tokens dropped, no final norm)."""
+class FiLM(nn.Module):
+    """OpenVLA-OFT+'s language conditioning of one ViT block: ``x * (1 + gamma) + beta`` after the
+    block's attention, gamma and beta projected from the prompt's average token embedding. The same
+    gamma and beta apply to every patch, so the towers can turn up the channels of what the
+    instruction names while keeping where it is."""
+
+    def __init__(self, llm_dim: int, vision_dim: int) -> None:
+        super().__init__()
+        self.scale = nn.Linear(llm_dim, vision_dim)
+        self.shift = nn.Linear(llm_dim, vision_dim)
+
+    def forward(self, x: torch.Tensor, language: torch.Tensor) -> torch.Tensor:
+        return x * (1 + self.scale(language)[:, None]) + self.shift(language)[:, None]
+
+
+def filmed_block(block: nn.Module, film: FiLM, x: torch.Tensor, language: torch.Tensor) -> torch.Tensor:
+    """A timm ViT block with ``film`` between its attention and its MLP."""
+    x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
+    x = film(x, language)
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
+def penultimate_patches(
+    vit: nn.Module,
+    x: torch.Tensor,
+    grad_ckpt: bool = False,
+    films: nn.ModuleList | None = None,
+    language: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Patch tokens after the second-to-last block (prefix tokens dropped, no final norm); with
+    ``films``, each block is conditioned on ``language`` (B, llm_dim)."""
     x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
-    for block in vit.blocks[:-1]:
-        x = checkpoint(block, x, use_reentrant=False) if grad_ckpt and x.requires_grad else block(x)
+    for i, block in enumerate(vit.blocks[:-1]):
+        if films is not None:
+            args = (block, films[i], x, language)
+            fn = filmed_block
+        else:
+            args, fn = (x,), block
+        x = checkpoint(fn, *args, use_reentrant=False) if grad_ckpt and x.requires_grad else fn(*args)
     return x[:, vit.num_prefix_tokens :]
 
 
 class PrismaticVisionBackbone(nn.Module):
-    def __init__(self, specs: list[ViTSpec], init_weights: bool = True) -> None:
+    """The (fused) towers. With ``num_images`` > 1 (OpenVLA-OFT's multi-image input, e.g. a third-person
+    and a wrist camera) every image goes through the same towers and the patch sequences are
+    concatenated, image after image: ``pixel_values`` stacks the images' channels, (B, n·C, H, W)."""
+
+    def __init__(
+        self,
+        specs: list[ViTSpec],
+        init_weights: bool = True,
+        num_images: int = 1,
+        film_dim: int | None = None,
+    ) -> None:
+        """``film_dim``: the LLM width, to condition every block on the instruction (OFT+'s FiLM);
+        None: unconditioned towers, as released OpenVLA."""
         super().__init__()
         self.featurizer = build_vit(specs[0], init_weights)
         self.embed_dim = self.featurizer.embed_dim
@@ -104,16 +150,52 @@ class PrismaticVisionBackbone(nn.Module):
         if self.use_fused_vision_backbone:
             self.fused_featurizer = build_vit(specs[1], init_weights)
             self.embed_dim += self.fused_featurizer.embed_dim
+        self.num_images = num_images
+        self.use_film = film_dim is not None
+        if self.use_film:
+            # separate from the timm blocks, so that their names stay those of the released checkpoint
+            self.film = nn.ModuleDict(
+                {
+                    name: nn.ModuleList(FiLM(film_dim, vit.embed_dim) for _ in vit.blocks[:-1])
+                    for name, vit in self._towers()
+                }
+            )
         self.gradient_checkpointing = False
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if not self.use_fused_vision_backbone:
-            return penultimate_patches(self.featurizer, pixel_values, self.gradient_checkpointing)
-        img, img_fused = torch.split(pixel_values, [3, 3], dim=1)
+    def _towers(self) -> list[tuple[str, nn.Module]]:
+        towers = [("featurizer", self.featurizer)]
+        return towers + (
+            [("fused_featurizer", self.fused_featurizer)] if self.use_fused_vision_backbone else []
+        )
+
+    def forward(self, pixel_values: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
+        """``language`` (B, llm_dim): the prompts' average token embedding, needed with FiLM."""
+        if self.use_film and language is None:
+            raise ValueError(
+                "these vision towers are FiLM-conditioned (use_film): pass the language embedding"
+            )
+        if self.num_images == 1:
+            return self._patches(pixel_values, language)
+        # one batched pass over all images, then each sample's patches side by side
+        images = torch.cat(pixel_values.chunk(self.num_images, dim=1), dim=0)
+        if language is not None:
+            language = language.repeat(self.num_images, 1)
+        return torch.cat(self._patches(images, language).chunk(self.num_images, dim=0), dim=1)
+
+    def _patches(self, pixel_values: torch.Tensor, language: torch.Tensor | None) -> torch.Tensor:
+        images = (
+            torch.split(pixel_values, [3, 3], dim=1) if self.use_fused_vision_backbone else [pixel_values]
+        )
         return torch.cat(
             [
-                penultimate_patches(self.featurizer, img, self.gradient_checkpointing),
-                penultimate_patches(self.fused_featurizer, img_fused, self.gradient_checkpointing),
+                penultimate_patches(
+                    vit,
+                    image,
+                    self.gradient_checkpointing,
+                    self.film[name] if self.use_film else None,
+                    language,
+                )
+                for (name, vit), image in zip(self._towers(), images, strict=True)
             ],
             dim=2,
         )
@@ -215,7 +297,12 @@ class OpenVLAForActionPrediction(nn.Module):
     def __init__(self, config: OpenVLAConfig, init_weights: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.vision_backbone = PrismaticVisionBackbone(config.vision, init_weights)
+        self.vision_backbone = PrismaticVisionBackbone(
+            config.vision,
+            init_weights,
+            len(config.cameras),
+            config.text.hidden_size if config.use_film else None,
+        )
         self.projector = PrismaticProjector(
             config.fused, self.vision_backbone.embed_dim, config.text.hidden_size
         )
@@ -230,8 +317,12 @@ class OpenVLAForActionPrediction(nn.Module):
         for head in aux_heads(config):
             setattr(self, head, nn.Linear(config.text.hidden_size, config.aux_dim))
 
-    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.vision_backbone(pixel_values))
+    def embed_images(self, pixel_values: torch.Tensor, language: torch.Tensor | None = None) -> torch.Tensor:
+        return self.projector(self.vision_backbone(pixel_values, language))
+
+    def average_prompt_embedding(self, prompts: list[list[int]], device: torch.device) -> torch.Tensor:
+        """(B, llm_dim): the mean input embedding of each prompt's tokens (FiLM's language input)."""
+        return torch.stack([self.embed_tokens(torch.tensor(p, device=device)).mean(0) for p in prompts])
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.language_model.get_input_embeddings()(ids)
@@ -390,25 +481,35 @@ class OpenVLAPolicy(VLAPolicy):
         and the prompts' token ids."""
         pixel_values = self._pixel_values(observation)
         prompts = self.processor.prompt_ids(tasks_of(observation, pixel_values.shape[0]))
-        patches = self.model.embed_images(pixel_values)
+        patches = self.model.embed_images(pixel_values, self._language(prompts, pixel_values))
         if self.config.proprio_dim and self.config.proprio_injection == "token":
             patches = torch.cat([patches, self._state_embedding(observation, patches)], dim=1)
         return patches, prompts
 
     def _pixel_values(self, observation) -> torch.Tensor:
-        """The first camera's images as the towers' input, in the weights' float dtype."""
-        images = check_images(observation, self.config.cameras[:1], self.config.image_size)
+        """The cameras' images as the towers' input, in the weights' float dtype."""
+        images = check_images(observation, self.config.cameras, self.config.image_size)
         dtype = self.model.projector.fc1.weight.dtype
         dtype = dtype if dtype.is_floating_point else torch.float32
-        return self.processor.pixel_values(images[0]).to(dtype)
+        return self.processor.pixel_values(images).to(dtype)
 
     def vision_towers(self) -> nn.Module:
         """The fused vision backbone (what ``vla_lab.training.vision_pretrain`` warms up)."""
         return self.model.vision_backbone
 
+    def _language(self, prompts: list[list[int]], pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """The towers' FiLM input under ``use_film``, in the images' dtype; else None."""
+        if not self.config.use_film:
+            return None
+        return self.model.average_prompt_embedding(prompts, pixel_values.device).to(pixel_values.dtype)
+
     def vision_patches(self, observation) -> torch.Tensor:
         """(B, patches, width) features of the towers, before the projector."""
-        return self.model.vision_backbone(self._pixel_values(observation))
+        pixel_values = self._pixel_values(observation)
+        language = (
+            self._language(self.instruction_ids(observation), pixel_values) if self.config.use_film else None
+        )
+        return self.model.vision_backbone(pixel_values, language)
 
     def instruction_ids(self, observation) -> list[list[int]]:
         """The prompt token ids of each instruction in the batch."""
@@ -498,7 +599,12 @@ class OpenVLAPolicy(VLAPolicy):
         return queries if offset is None else queries + offset
 
     def _l1_chunk(
-        self, patches, prompts, offset: torch.Tensor | None = None, with_aux: bool = False, with_block: bool = False
+        self,
+        patches,
+        prompts,
+        offset: torch.Tensor | None = None,
+        with_aux: bool = False,
+        with_block: bool = False,
     ):
         """(B, K, A) chunk; with ``with_aux`` also ``aux_target``'s readout input (B, hidden), with
         ``with_block`` also the action block's mean state (B, hidden)."""
@@ -520,7 +626,11 @@ class OpenVLAPolicy(VLAPolicy):
             steps = torch.cat([steps, prompt_end[:, None].expand(-1, self.config.chunk_size, -1)], dim=-1)
         pred = self.model.action_head(steps).float()
         block = hidden.mean(dim=1)
-        out = (pred,) + ((prompt_end if from_prompt else block,) if with_aux else ()) + ((block,) if with_block else ())
+        out = (
+            (pred,)
+            + ((prompt_end if from_prompt else block,) if with_aux else ())
+            + ((block,) if with_block else ())
+        )
         return out if len(out) > 1 else pred
 
     def aux_guess(self, features: torch.Tensor, head: str = "aux_head") -> torch.Tensor:
@@ -544,7 +654,9 @@ class OpenVLAPolicy(VLAPolicy):
             )
         return target
 
-    def _l1_forward(self, patches, prompts, action, is_pad, offset=None, aux_target=None, aux_action_target=None):
+    def _l1_forward(
+        self, patches, prompts, action, is_pad, offset=None, aux_target=None, aux_action_target=None
+    ):
         with_aux = aux_target is not None or aux_action_target is not None
         if with_aux:
             pred, readout, block = self._l1_chunk(patches, prompts, offset, with_aux=True, with_block=True)

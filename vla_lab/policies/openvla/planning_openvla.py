@@ -30,8 +30,10 @@ def plan_openvla(config: OpenVLAConfig, spec: Any, planner: Any) -> dict[str, An
     trained = _trained_submodels(spec, policy)
     first = min((ORDER.index(t) for t in trained), default=len(ORDER))
     vit_stacks = []
+    n_images = len(config.cameras)
     for i, (vit_spec, vit) in enumerate(zip(config.vision, _vits(policy), strict=True)):
         n_patches = (vit_spec.img_size // vit.patch_embed.patch_size[0]) ** 2
+        # every camera's image passes the towers (counted as one longer sequence: an upper bound)
         vit_stacks.append(
             Stack(
                 f"vision.{i}",
@@ -39,12 +41,13 @@ def plan_openvla(config: OpenVLAConfig, spec: Any, planner: Any) -> dict[str, An
                 vit.embed_dim,
                 vit.blocks[0].attn.num_heads,
                 vit.embed_dim,
-                n_patches + vit.num_prefix_tokens,
+                n_images * (n_patches + vit.num_prefix_tokens),
                 first <= 0,
             )
         )
     t = config.text
-    n_patches = (config.image_size // 14) ** 2
+    vit = _vits(policy)[0]
+    n_patches = n_images * (config.image_size // vit.patch_embed.patch_size[0]) ** 2
     # K·A action ids and </s>; for the fast head an upper bound (a FAST token spells >= 1 coefficient).
     seq = planner.seq_len or 1 + n_patches + TYPICAL_PROMPT_TOKENS + config.chunk_size * config.action_dim + 1
     llm = Stack(

@@ -58,7 +58,7 @@ class OpenVLAProcessor(StepProcessor):
                 f"{config.text.vocab_size}"
             )
         steps = [
-            {"step": "check_image", "cameras": list(config.cameras[:1]), "size": config.image_size},
+            {"step": "check_image", "cameras": list(config.cameras), "size": config.image_size},
             {
                 "step": "normalize_image",
                 "mean": [m for v in config.vision for m in v.mean],
@@ -113,11 +113,19 @@ class OpenVLAProcessor(StepProcessor):
         return processor
 
     # ---- pre-processing ----
-    def pixel_values(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] → (B, 3·n_backbones, H, W) normalized per backbone."""
+    def pixel_values(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1], or one such tensor per camera → (B, 3·n_backbones·n_cameras, H, W):
+        each image normalized per backbone, the cameras' channels stacked in ``check_image`` order."""
+        if isinstance(images, torch.Tensor):
+            images = [images]
         n = self._mean.shape[1] // 3
-        stacked = image.float().repeat(1, n, 1, 1)
-        return (stacked - self._mean.to(image.device)) / self._std.to(image.device)
+        return torch.cat(
+            [
+                (image.float().repeat(1, n, 1, 1) - self._mean.to(image.device)) / self._std.to(image.device)
+                for image in images
+            ],
+            dim=1,
+        )
 
     def prompt_ids(self, tasks: list[str]) -> list[list[int]]:
         return [self._one_prompt(t) for t in tasks]

@@ -45,6 +45,7 @@ export const RANDOMIZATION_DEFAULTS = {
   paraphrase: true,
   start_jitter: 0.0,
   grid_targets: false,
+  object_scale: 1.0,
 };
 
 // [kind, min, max] for validation of the knobs; documented in the manifest.
@@ -65,6 +66,7 @@ export const RANDOMIZATION_SPEC = {
   paraphrase: ["boolean", null, null, "draw one of several instruction templates (false: the first)"],
   start_jitter: ["number", 0, 1, "the gripper starts up to this fraction of (15, 20, 6) cm from home in x, y, z (0: always at home)"],
   grid_targets: ["boolean", null, null, "the reach sphere floats 14 cm above a grid cell like the blocks' (jittered by position_jitter) instead of anywhere in the workspace"],
+  object_scale: ["number", 0.5, 1.5, "blocks and the reach sphere are this many times their usual size (success criteria unchanged)"],
 };
 
 // Start pose of the gripper. From a fixed home, where the gripper is after a few steps tells which way
@@ -106,9 +108,9 @@ export const wrapAngle = (a) => Math.atan2(Math.sin(a), Math.cos(a));
 
 // ---------------------------------------------------------------- layout
 function sampleBlock(rng, knobs, color, name) {
-  const v = knobs.size_variation;
-  const h = 0.02 + v * rng.uniform(-0.004, 0.002);
-  const hz = 0.02 + v * rng.uniform(-0.004, 0.004);
+  const v = knobs.size_variation, k = knobs.object_scale;
+  const h = k * (0.02 + v * rng.uniform(-0.004, 0.002));
+  const hz = k * (0.02 + v * rng.uniform(-0.004, 0.004));
   return { name, kind: "block", color, half: [h, h, hz], yaw: rng.uniform(-knobs.yaw_range, knobs.yaw_range) };
 }
 
@@ -152,10 +154,11 @@ function placeItems(rng, knobs, items, distractors, constraint) {
 const GRID_TARGET_Z = 0.14;
 const GRID_TARGET_Z_RANGE = 0.06;
 function sampleGridTarget(rng, knobs, color) {
-  const sphere = { kind: "target", radius: TARGET_RADIUS };
+  const radius = TARGET_RADIUS * knobs.object_scale;
+  const sphere = { kind: "target", radius };
   const [t, ...rest] = placeItems(rng, knobs, [sphere], distractorBlocks(rng, knobs, []));
   const z = GRID_TARGET_Z + rng.uniform(-1, 1) * GRID_TARGET_Z_RANGE * knobs.position_jitter;
-  const target = { pos: [t.pos[0], t.pos[1], z], color, radius: TARGET_RADIUS };
+  const target = { pos: [t.pos[0], t.pos[1], z], color, radius };
   return finish(rest, { target }, { vars: { target: color } });
 }
 
@@ -206,12 +209,16 @@ function onTopOf(a, b, grasped) {
 const T = ROBOT.max_translation_per_step;
 const R = ROBOT.max_rotation_per_step;
 
+// Every expert acts through this: the delta command towards a goal pose. The pose itself rides along
+// as `a.target` ([x, y, z, roll, pitch, yaw, gripper]), published as `expert_target`: the label of
+// datasets recorded in target-pose actions (the step towards it is this very delta).
 function moveAction(state, goal, yaw, grip) {
   const a = [0, 0, 0, 0, 0, 0, grip];
   for (let i = 0; i < 3; i++) a[i] = clamp((goal[i] - state.ee.pos[i]) / T, -1, 1);
   a[3] = clamp(-state.ee.ori[0] / R, -1, 1);
   a[4] = clamp(-state.ee.ori[1] / R, -1, 1);
   a[5] = clamp(wrapAngle(yaw - state.ee.ori[2]) / R, -1, 1);
+  a.target = [goal[0], goal[1], goal[2], 0, 0, wrapAngle(yaw), grip];
   return a;
 }
 
@@ -323,7 +330,7 @@ export const TASKS = {
       if (knobs.grid_targets) return sampleGridTarget(rng, knobs, tc);
       const placed = placeItems(rng, knobs, [], distractorBlocks(rng, knobs, []));
       const tp = [rng.uniform(-0.2, 0.2), rng.uniform(-0.26, 0.26), rng.uniform(0.06, 0.22)];
-      return finish(placed, { target: { pos: tp, color: tc, radius: TARGET_RADIUS } }, { vars: { target: tc } });
+      return finish(placed, { target: { pos: tp, color: tc, radius: TARGET_RADIUS * knobs.object_scale } }, { vars: { target: tc } });
     },
     success: (s) => norm(sub(s.ee.pos, s.fixtures.target.pos)) < 0.02,
     distanceToGoal: (s) => norm(sub(s.ee.pos, s.fixtures.target.pos)),

@@ -682,7 +682,8 @@ export class TabletopSim {
     if (this.task.update) this.task.update(s, this.mem);
     const success = !!this.task.success(s, this.mem);
     const truncated = !success && this.stepCount >= this.maxSteps;
-    const expertAction = this.task.expert(s, this.expertMem).map((x, i) => (i < 6 ? clamp(x, -1, 1) : clamp(x, 0, 1)));
+    const raw = this.task.expert(s, this.expertMem);
+    const expertAction = raw.map((x, i) => (i < 6 ? clamp(x, -1, 1) : clamp(x, 0, 1)));
     const r = (x) => Math.round(x * 1e6) / 1e6;
     this.result = {
       reward: success ? 1.0 : 0.0,
@@ -704,6 +705,7 @@ export class TabletopSim {
         workspace_limited: workspaceLimited,
         grasped: s.grasped,
         expert_action: expertAction.map(r),
+        expert_target: raw.target.map(r),
         expert_phase: this.expertMem.phase || (this.expertMem.second && this.expertMem.second.phase) || null,
         objects: s.objects,
         fixtures: s.fixtures,
