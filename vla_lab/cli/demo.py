@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--source-episodes", type=int, default=700, help="demos per task in environment A")
-    parser.add_argument("--target-episodes", type=int, default=40, help="demos per task in environment B")
+    parser.add_argument("--target-episodes", type=int, default=150, help="demos per task in environment B")
     parser.add_argument("--eval-episodes", type=int, default=20, help="closed-loop episodes per target task")
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=8)
