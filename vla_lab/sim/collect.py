@@ -16,6 +16,7 @@ from vla_lab.sim import control
 from vla_lab.sim import manifest as mf
 from vla_lab.sim.actors import EXPERT, Actor, CheckpointActor, ExpertActor, MixtureActor
 from vla_lab.sim.config import PolicyCollectConfig
+from vla_lab.sim.control import action_space
 from vla_lab.sim.env import SimEnv
 from vla_lab.sim.expert import ScriptedExpert
 
@@ -28,11 +29,6 @@ OBJECT_OFFSET_KEY = "object_offset"
 LABELS = ("clean", "executed")
 #: labels meaning "the scripted expert's own action at the visited state"
 EXPERT_LABELS = ("clean", "expert")
-
-
-def action_space(kind: str = control.DELTA) -> ActionSpace:
-    """How the recorded actions are expressed (``vla_lab.sim.control``): delta commands or target poses."""
-    return control.action_space(kind)
 
 
 def episode_seed(seed: int, task_index: int, attempt: int) -> int:
@@ -124,13 +120,13 @@ def run_episode(
             where = object_position(info, task)
             proprio[OBJECT_POS_KEY].append(where)
             proprio[OBJECT_OFFSET_KEY].append(where - np.asarray(obs["ee_pos"], np.float32))
-        clean = ScriptedExpert.clean_action(info)
         a = np.asarray(actor.act(obs, info), dtype=np.float32)
         expert_steps += actor.last_source == EXPERT
-        ran = a
         if action_kind == control.TARGET:
             clean = ScriptedExpert.clean_target(info)
             ran = control.delta_to_target(a, obs["ee_pos"], obs["ee_ori"])
+        else:
+            clean, ran = ScriptedExpert.clean_action(info), a
         obs, r, term, trunc, info = env.step(a)
         labels.append(clean if label in EXPERT_LABELS else ran)
         executed.append(ran)

@@ -36,8 +36,7 @@ def _wrap(a: np.ndarray) -> np.ndarray:
 
 def action_space(kind: str = DELTA) -> ActionSpace:
     """The dataset description of the robot's actions in ``kind``."""
-    if kind not in KINDS:
-        raise ValueError(f"action space must be one of {KINDS}, got {kind!r}")
+    check_kind(kind, "action_space")
     r = mf.robot()
     grip = f"x{r['max_width']} m opening"
     if kind == DELTA:

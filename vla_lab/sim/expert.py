@@ -33,24 +33,14 @@ class ScriptedExpert:
     @staticmethod
     def clean_action(info: dict[str, Any]) -> np.ndarray:
         """The expert's own action for the current state, unperturbed (what DART-style labels record)."""
-        try:
-            a = np.array(info["expert_action"], dtype=np.float32)
-        except KeyError as e:
-            raise KeyError("info has no 'expert_action'; it comes from SimEnv.reset/step") from e
-        if a.shape != (7,):
-            raise ValueError(f"expert_action must have 7 values, got shape {a.shape}")
+        a = _expert_vector(info, "expert_action")
         a[:6] = np.clip(a[:6], -1, 1)
         return a
 
     @staticmethod
     def clean_target(info: dict[str, Any]) -> np.ndarray:
         """The pose the expert's clean action heads for (``target_ee`` labels, ``vla_lab.sim.control``)."""
-        try:
-            a = np.array(info["expert_target"], dtype=np.float32)
-        except KeyError as e:
-            raise KeyError("info has no 'expert_target'; it comes from SimEnv.reset/step") from e
-        if a.shape != (7,):
-            raise ValueError(f"expert_target must have 7 values, got shape {a.shape}")
+        a = _expert_vector(info, "expert_target")
         a[6] = np.clip(a[6], 0, 1)
         return a
 
@@ -63,3 +53,14 @@ class ScriptedExpert:
             a[:6] += self.rng.normal(0, self.noise_std, 6).astype(np.float32)
         a[:6] = np.clip(a[:6], -1, 1)
         return a
+
+
+def _expert_vector(info: dict[str, Any], key: str) -> np.ndarray:
+    """A 7-vector the simulator publishes in ``info`` (a fresh float32 copy)."""
+    try:
+        a = np.array(info[key], dtype=np.float32)
+    except KeyError as e:
+        raise KeyError(f"info has no {key!r}; it comes from SimEnv.reset/step") from e
+    if a.shape != (7,):
+        raise ValueError(f"{key} must have 7 values, got shape {a.shape}")
+    return a
