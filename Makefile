@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e '.[dev]'
 	@touch $@
 
-setup: $(STAMP) sim-deps ## create .venv and install vla_lab (editable) with dev extras, Chromium and the simulator's npm packages
+# pip (Python packages) and apt/npm (browser, simulator) install side by side: neither waits on the other.
+setup: ## create .venv and install vla_lab (editable) with dev extras, Chromium and the simulator's npm packages
+	@$(MAKE) --no-print-directory -j2 $(STAMP) sim-deps
 
 sim-deps: ## install headless Chromium (apt) and the simulator's npm packages (npm ci)
 	@if [ ! -x /usr/lib/chromium/chromium ]; then \

@@ -5,7 +5,7 @@ proprioceptive state is trained with an L1 loss on a demonstration file and eval
 episodes (every 10th). If this probe cannot predict the actions, no tiny VLA trained for the same
 number of samples will either: the bottleneck is the data (observation, scale), not the model.
 
-    python experiments/demo_learnability/cnn_probe.py outputs/demo/data/studio.hdf5 --steps 3000
+    python experiments/demo_learnability/cnn_probe.py outputs/demo/data/studio/part-0.hdf5 --steps 3000
 
 ``--keypoints`` swaps the flattened feature map for a spatial soft-argmax (image coordinates of 32
 learnt keypoints, the classic visuomotor encoder); ``--aux-weight W`` adds an auxiliary L1 loss on the

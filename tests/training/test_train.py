@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from vla_lab.cli.demo import final_closed_loop
 from vla_lab.cli.hydra_app import compose_run
 from vla_lab.data.synthetic import make_demo_file
 from vla_lab.training.run_dir import RunDirExistsError
@@ -185,6 +186,9 @@ def test_tiny_train_closed_loop_eval_and_wandb_offline(tmp_path, data_file, monk
     assert [e["step"] for e in summary["closed_loop"]] == [2, 4]
     assert summary["closed_loop"][-1]["overall"]["episodes"] == 2
     assert summary["best"]["metric"] == "eval/success_rate" and summary["eval_errors"] == []
+    # what `make demo` reports for the fine-tuned policy: the run's last closed-loop table
+    (last,) = final_closed_loop(run)
+    assert (last["task"], last["episodes"], last["step"]) == ("reach_target", 2, 4)
     for name in ("training_loss.png", "validation_metrics.png", "success_rates.png"):
         assert (run / "figures" / name).stat().st_size > 1000, name
     assert list((run / "figures").glob("episode_reach_target_studio_*.gif"))

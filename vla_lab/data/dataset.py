@@ -20,6 +20,7 @@ from vla_lab.config import keys
 from vla_lab.data.normalize import Normalizer
 from vla_lab.data.reader import DemoSource, EpisodeRef
 from vla_lab.data.transforms import GeometricAugment
+from vla_lab.seeding import cpu_rng_seeded
 
 
 class DemoDataset(Dataset):
@@ -110,8 +111,7 @@ class DemoDataset(Dataset):
         """``dataset[i]``, or ``dataset[(i, seed)]`` to draw that sample's augmentation from ``seed``."""
         if isinstance(key, tuple):
             index, seed = key
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with cpu_rng_seeded(seed):
                 return self._sample(int(index))
         return self._sample(int(key))
 

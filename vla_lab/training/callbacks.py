@@ -14,9 +14,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from vla_lab.eval.actor import DATA_PROCESSOR
+from vla_lab.seeding import seed_torch
 from vla_lab.training import figures
 from vla_lab.training.module import peak_memory_mb
 from vla_lab.training.run_dir import (
@@ -249,7 +249,7 @@ class StepSeed(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # each rank its own stream (rank 0's is the single-process one)
         s = (self.seed * 1_000_003 + trainer.global_step + 7_919 * trainer.global_rank) % 2**32
-        torch.manual_seed(s)
+        seed_torch(s)
         np.random.seed(s)
         random.seed(s)
 
