@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from vla_lab.cli.hydra_app import compose_run
 from vla_lab.data.synthetic import make_demo_file, make_libero_suite
 
 
@@ -24,3 +30,28 @@ def libero_root(tmp_path):
     make_libero_suite(root, "libero_spatial", variant="raw", num_tasks=2, num_demos=2, image_size=32)
     make_libero_suite(root, "libero_10", variant="no_noops", num_tasks=2, num_demos=2, image_size=16)
     return root
+
+
+def train_cfg(tmp_path, data_file, *overrides, run_name="run"):
+    """The real ``train`` config on ``data_file`` with every output under ``tmp_path``; (cfg, run dir)."""
+    out = tmp_path / "outputs" / "train" / run_name
+    cfg = compose_run(
+        "train",
+        [
+            f"data.sources=[{{path: {data_file}}}]",
+            f"paths.root_dir={tmp_path}",
+            f"run_name={run_name}",
+            *overrides,
+        ],
+        out,
+    )
+    return cfg, out
+
+
+def run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VLA_LAB_ROOT": str(cwd)}
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cli(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))

@@ -97,3 +97,48 @@ def test_bad_paths_exit_with_a_clear_message(tmp_path, make, message):
 def test_glob_matching_nothing(tmp_path):
     out = run("stats", tmp_path / "*.hdf5")
     assert out.returncode == 2 and "glob matched no files" in out.stderr
+
+
+def _replace(path, key, fn):
+    """Rewrite dataset ``key`` of ``path`` with ``fn(old array)`` (any shape)."""
+    with h5py.File(path, "a") as f:
+        old = f[key][()]
+        del f[key]
+        f[key] = fn(old)
+
+
+@pytest.mark.parametrize(
+    "key, edit, where, message",
+    [
+        (
+            "data/demo_2/actions",
+            lambda a: np.where(np.arange(len(a))[:, None] == 3, np.nan, a),
+            "demo_2:actions",
+            "NaN or inf at steps [3]",
+        ),
+        ("data/demo_1/actions", lambda a: a[:, :6], "demo_1:actions", "expected (T, 7)"),
+        ("data/demo_4/obs/ee_pos", lambda a: a[:-2], "demo_4:obs/ee_pos", "steps but the actions have"),
+        ("data/demo_0/obs/gripper_width", lambda a: np.full_like(a, np.inf), "demo_0:obs/", "NaN or inf"),
+    ],
+    ids=["nan-actions", "action-width", "proprio-length", "inf-proprio"],
+)
+def test_stats_and_validate_reject_bad_arrays_naming_demo_and_key(demo_file, key, edit, where, message):
+    _replace(demo_file, key, edit)
+    stats = run("stats", demo_file, "--json")
+    assert stats.returncode == 2, stats.stdout
+    assert f"{demo_file}:{where}" in stats.stderr and message in stats.stderr
+    assert "Traceback" not in stats.stderr and stats.stdout == ""  # no NaN-laden JSON printed
+    validate = run("validate", demo_file)
+    assert validate.returncode == 1 and where.split(":")[0] in validate.stdout
+
+
+def test_validate_decodes_frames_by_default(demo_file):
+    with h5py.File(demo_file) as f:
+        offset = f["data/demo_2/obs/agentview_rgb"].id.get_chunk_info(5).byte_offset
+    with open(demo_file, "r+b") as fh:
+        fh.seek(offset + 4)
+        fh.write(b"\x13\x37" * 8)
+    default = run("validate", demo_file)
+    assert default.returncode == 1 and "demo_2:obs/agentview_rgb[5]: unreadable frame" in default.stdout
+    quick = run("validate", demo_file, "--quick")
+    assert quick.returncode == 0, quick.stdout  # the structural check alone does not decode frames

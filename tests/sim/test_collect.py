@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from tests.conftest import cli, run
 from tests.sim.conftest import needs_browser
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VLA_LAB_ROOT": str(cwd)}
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def cli(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
 
 
 @pytest.mark.sim

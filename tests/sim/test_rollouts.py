@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.conftest import cli, run
 from tests.sim.conftest import needs_browser
-from tests.sim.test_collect import cli, run
 from vla_lab.sim.actors import CheckpointActor, MixtureActor
 from vla_lab.sim.collect import PROPRIO_KEYS, collect, run_episode
 from vla_lab.sim.config import PolicyCollectConfig
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.sim, needs_browser]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A real training checkpoint: a fast-dev-run tiny OpenVLA on 4 simulator demos at 64 px."""
-    from tests.training.test_train import _cfg
+    from tests.conftest import train_cfg as _cfg
     from vla_lab.training.train import train
 
     root = tmp_path_factory.mktemp("ckpt")

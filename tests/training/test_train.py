@@ -6,26 +6,12 @@ import json
 
 import pytest
 
+from tests.conftest import train_cfg as _cfg
 from vla_lab.cli.demo import final_closed_loop
 from vla_lab.cli.hydra_app import compose_run
 from vla_lab.data.synthetic import make_demo_file
 from vla_lab.training.run_dir import RunDirExistsError
 from vla_lab.training.train import train
-
-
-def _cfg(tmp_path, data_file, *overrides, run_name="run"):
-    out = tmp_path / "outputs" / "train" / run_name
-    cfg = compose_run(
-        "train",
-        [
-            f"data.sources=[{{path: {data_file}}}]",
-            f"paths.root_dir={tmp_path}",
-            f"run_name={run_name}",
-            *overrides,
-        ],
-        out,
-    )
-    return cfg, out
 
 
 @pytest.fixture(scope="module")

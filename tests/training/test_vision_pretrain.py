@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.training.test_train import _cfg
+from tests.conftest import train_cfg as _cfg
 from vla_lab.config.errors import ConfigError
 from vla_lab.data.synthetic import make_demo_file
 from vla_lab.training.train import train

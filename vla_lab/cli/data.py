@@ -80,7 +80,7 @@ def cmd_validate(args) -> int:
 
     problems, files = [], expand_paths(args.path)
     for p in files:
-        problems += validate_file(p, deep=args.deep)
+        problems += validate_file(p, deep=not args.quick)
     for prob in problems:
         print(prob)
     if problems:
@@ -106,7 +106,7 @@ def cmd_stats(args) -> int:
     stats = compute_stats(sources, episodes, list(keys.pop()))
     payload = stats.to_dict()
     if args.json:
-        print(json.dumps(payload))
+        print(json.dumps(payload, allow_nan=False))
     else:
         print(f"{payload['num_demos']} demos, {payload['num_transitions']} transitions")
         for part in ("action", "proprio"):
@@ -129,7 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
     p = sub.add_parser("validate", help="check schema and contents; exit 1 with one line per problem")
     p.add_argument("path")
-    p.add_argument("--deep", action="store_true", help="also decode every image frame")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip decoding the image frames (structure and low-dim arrays only)",
+    )
+    # decoding every frame is the default now; the flag stays accepted for existing scripts
+    p.add_argument("--deep", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("stats", help="normalization statistics (mean, std, min, max, q01, q99)")
     p.add_argument("path")

@@ -217,7 +217,8 @@ class DemoSource:
                 a[:, d] = libero_to_framework_gripper(a[:, d])
         return a
 
-    def read_proprio(self, f: h5py.File, demo: str, keys: list[str]) -> np.ndarray:
+    def read_proprio(self, f: h5py.File, demo: str, keys: list[str], steps: int | None = None) -> np.ndarray:
+        """The ``keys`` concatenated per step; with ``steps``, each key must have that many rows."""
         parts = []
         for k in keys:
             with h5_errors(self.path, demo, f"obs/{k}"):
@@ -230,7 +231,17 @@ class DemoSource:
                         key=f"obs/{k}",
                     )
                 arr = np.asarray(obs[k], dtype=np.float32)
-            parts.append(arr.reshape(arr.shape[0], -1))
+            rows = arr.shape[0] if arr.ndim else 0
+            expected = steps if steps is not None else (parts[0].shape[0] if parts else rows)
+            if rows != expected:
+                raise DataError(
+                    f"{rows} steps but {'the actions have' if steps is not None else f'obs/{keys[0]} has'} "
+                    f"{expected}",
+                    file=self.path,
+                    demo=demo,
+                    key=f"obs/{k}",
+                )
+            parts.append(arr.reshape(rows, -1))
         if not parts:
             return np.zeros((0, 0), np.float32)
         return np.concatenate(parts, axis=1)

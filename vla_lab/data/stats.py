@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_lab.data import format as fmt
+from vla_lab.data.errors import DataError
 from vla_lab.data.reader import DemoSource, EpisodeRef
 from vla_lab.fileio import atomic_write_text
 
@@ -107,7 +109,10 @@ class RunningStats:
 def compute_stats(
     sources: dict[str, DemoSource], episodes: Sequence[EpisodeRef], proprio_keys: Sequence[str] | None
 ) -> DatasetStats:
-    """Stats over ``episodes`` (actions in framework convention; proprio concatenated in key order)."""
+    """Stats over ``episodes`` (actions in framework convention; proprio concatenated in key order).
+
+    Arrays that would poison the statistics (NaN or inf, a wrong action width, proprio whose length
+    differs from the actions') raise a ``DataError`` naming the file, demo and key."""
     action_stats = proprio_stats = None
     by_file: dict[str, list[EpisodeRef]] = {}
     for ep in episodes:
@@ -117,10 +122,13 @@ def compute_stats(
         with src.open() as f:
             for ep in eps:
                 a = src.read_actions(f, ep.demo)
+                _check_rows(a, src.action_space.dim, path, ep.demo, fmt.ACTIONS)
                 action_stats = action_stats or RunningStats(a.shape[1])
                 action_stats.update(a)
                 if proprio_keys:
-                    p = src.read_proprio(f, ep.demo, list(proprio_keys))
+                    p = src.read_proprio(f, ep.demo, list(proprio_keys), steps=len(a))
+                    where = "obs/" + "+".join(proprio_keys)
+                    _check_rows(p, proprio_stats.dim if proprio_stats else None, path, ep.demo, where)
                     proprio_stats = proprio_stats or RunningStats(p.shape[1])
                     proprio_stats.update(p)
     if action_stats is None:
@@ -131,6 +139,17 @@ def compute_stats(
         action_stats.finalize(),
         proprio_stats.finalize() if proprio_stats else None,
     )
+
+
+def _check_rows(rows: np.ndarray, width: int | None, file: str, demo: str, key: str) -> None:
+    """A (T, width) array of finite numbers, or a ``DataError`` at ``file:demo:key``."""
+    if rows.ndim != 2 or (width is not None and rows.shape[1] != width):
+        expected = f"(T, {width})" if width is not None else "(T, D)"
+        raise DataError(f"shape {rows.shape}, expected {expected}", file=file, demo=demo, key=key)
+    bad = np.unique(np.argwhere(~np.isfinite(rows))[:, 0])
+    if len(bad):
+        more = "..." if len(bad) > 5 else ""
+        raise DataError(f"NaN or inf at steps {bad[:5].tolist()}{more}", file=file, demo=demo, key=key)
 
 
 def content_hash(

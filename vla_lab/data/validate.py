@@ -25,8 +25,9 @@ class Problem:
         return f"{where}: {self.message}"
 
 
-def validate_file(path: str | os.PathLike, *, deep: bool = False) -> list[Problem]:
-    """Check one file. ``deep`` also decodes every image frame (finds corrupt chunks; slower)."""
+def validate_file(path: str | os.PathLike, *, deep: bool = True) -> list[Problem]:
+    """Check one file. ``deep`` (the default) also decodes every image frame, which finds corrupted
+    chunks before training trips on them; ``deep=False`` checks structure and low-dim arrays only."""
     try:
         source = DemoSource(path)
     except DataError as err:
@@ -118,11 +119,9 @@ def _check_demo(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list
         elif ds.dtype != np.uint8:
             bad(key, f"dtype {ds.dtype}, expected uint8")
         elif deep:
-            try:
-                for i in range(ds.shape[0]):
-                    ds[i]
-            except (OSError, ValueError, RuntimeError) as exc:
-                bad(f"{key}[{i}]", f"unreadable frame ({exc})")
+            bad_frame = _first_unreadable_frame(ds)
+            if bad_frame is not None:
+                bad(f"{key}[{bad_frame[0]}]", f"unreadable frame ({bad_frame[1]})")
     for k in source.proprio_keys:
         ds = obs.get(k)
         if ds is None:
@@ -133,3 +132,18 @@ def _check_demo(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list
         elif not np.isfinite(np.asarray(ds, dtype=np.float64)).all():
             bad(f"obs/{k}", "NaN or inf")
     return out
+
+
+def _first_unreadable_frame(ds: h5py.Dataset) -> tuple[int, str] | None:
+    """Decode the whole dataset in one read (fast when intact); on failure, find the frame."""
+    try:
+        ds[()]
+        return None
+    except (OSError, ValueError, RuntimeError):
+        pass
+    for i in range(ds.shape[0]):
+        try:
+            ds[i]
+        except (OSError, ValueError, RuntimeError) as exc:
+            return i, str(exc)
+    return None

@@ -61,6 +61,12 @@ class ServeConfig:
     max_instruction_chars: int = 1000
     #: a request body not fully received within this many seconds is answered 408
     read_timeout_s: float = 30.0
+    #: a connection that has not completed a request's headers (or sits idle between requests)
+    #: this long is closed, so half-sent requests cannot hold connections open
+    header_timeout_s: float = 10.0
+    #: Host names served besides the loopback names and ``host`` itself; a request whose Host (or
+    #: Origin) names another is refused with 403, which stops DNS-rebinding pages reaching the policy
+    allowed_hosts: list[str] = field(default_factory=list)
     client: ClientConfig = field(default_factory=ClientConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -78,10 +84,18 @@ class ServeConfig:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms: must be >= 0, got {self.max_wait_ms}")
+        for name in ("read_timeout_s", "header_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ConfigError("auth_token: empty; set a token or null for no authentication")
         if self.client.transport not in TRANSPORTS:
             raise ConfigError(f"client.transport: must be one of {TRANSPORTS}, got {self.client.transport!r}")
+
+    def served_hosts(self) -> set[str]:
+        """Host names (without port) a request may address."""
+        names = {"127.0.0.1", "localhost", "::1", self.host.strip("[]").lower()}
+        return names | {h.strip("[]").lower() for h in self.allowed_hosts}
 
     def check_serving(self) -> None:
         if not self.checkpoint:

@@ -65,9 +65,29 @@ class Request:
 
 
 # ---------------------------------------------------------------------------------------- requests
+#: longest integer literal a request may hold; no field needs more, and Python refuses to convert
+#: more than 4,300 digits anyway (a ValueError deep inside json.loads)
+MAX_INT_DIGITS = 64
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise RequestError(f"number: an integer of {len(text)} digits; at most {MAX_INT_DIGITS} allowed")
+    return int(text)
+
+
+def _no_constant(name: str) -> float:
+    raise RequestError(f"number: {name} is not a finite number")
+
+
+def load_json(data: bytes | str) -> Any:
+    """``json.loads`` that refuses huge integers and NaN/Infinity with a ``RequestError``."""
+    return json.loads(data, parse_int=_bounded_int, parse_constant=_no_constant)
+
+
 def parse_json_request(body: bytes | str, limits: Limits) -> Request:
     try:
-        msg = json.loads(body)
+        msg = load_json(body)
     except UnicodeDecodeError as e:
         raise RequestError(f"body: not UTF-8 JSON ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
@@ -153,7 +173,9 @@ def split_frame(data: bytes, what: str) -> tuple[dict[str, Any], memoryview]:
     if PREFIX + n > len(view):
         raise RequestError(f"header: length says {n} bytes, only {len(view) - PREFIX} follow")
     try:
-        header = json.loads(bytes(view[PREFIX : PREFIX + n]))
+        header = load_json(bytes(view[PREFIX : PREFIX + n]))
+    except RequestError as e:
+        raise RequestError(f"header: {e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise RequestError(f"header: not a UTF-8 JSON object ({type(e).__name__})") from None
     if not isinstance(header, dict):

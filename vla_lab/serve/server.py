@@ -19,7 +19,9 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
+from pathlib import PurePath
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from websockets.asyncio.server import ServerConnection
@@ -48,6 +50,7 @@ class PolicyServer:
     def __init__(self, cfg: ServeConfig, engine):
         self.cfg, self.engine = cfg, engine
         self.limits = engine.limits(cfg.max_image_side, cfg.max_instruction_chars)
+        self.served_hosts = cfg.served_hosts()
         self.token = cfg.auth_token
         self.batcher = MicroBatcher(
             engine,
@@ -64,7 +67,9 @@ class PolicyServer:
     # ------------------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self.batcher.start()
-        app = web.Application(client_max_size=self.cfg.max_body_bytes, middlewares=[self._errors, self._auth])
+        app = web.Application(
+            client_max_size=self.cfg.max_body_bytes, middlewares=[self._errors, self._origin, self._auth]
+        )
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/predict", self._predict)
@@ -77,6 +82,9 @@ class PolicyServer:
             max_line_size=MAX_HEADER_LINE,
             max_field_size=MAX_HEADER_LINE,
             shutdown_timeout=2.0,
+            # armed when a connection opens and re-armed after each request: a client that never
+            # completes its headers is dropped after this long instead of holding a connection
+            keepalive_timeout=self.cfg.header_timeout_s,
         )
         await self._runner.setup()
         http_sock = _listen(self.cfg.host, self.cfg.port)
@@ -89,6 +97,7 @@ class PolicyServer:
             max_size=self.cfg.max_body_bytes,
             compression=None,  # images are incompressible noise to deflate, and it costs latency
             process_request=self._ws_auth,
+            open_timeout=self.cfg.header_timeout_s,
         )
         self.ws_port = ws_sock.getsockname()[1]
 
@@ -134,13 +143,32 @@ class PolicyServer:
         scheme, _, given = (header or "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.token.encode())
 
+    def foreign_host(self, host: str | None, origin: str | None) -> str | None:
+        """Why a request addressed to ``host`` from ``origin`` is refused, or None when served.
+        A browser page on another site that rebinds its DNS name to 127.0.0.1 still sends its own
+        name as Host (and Origin): only requests naming this server get through."""
+        served = self.served_hosts
+        name = _host_name(host)
+        if name is None or name not in served:
+            return f"Host: {_short(host)} is not served here (allowed_hosts)"
+        if origin is not None and origin != "null":
+            origin_name = urlsplit(origin).hostname
+            if origin_name is None or origin_name.lower() not in served:
+                return f"Origin: {_short(origin)} may not call this server (allowed_hosts)"
+        return None
+
     def stats(self) -> dict[str, Any]:
         return {"requests": dict(self.counts), **self.batcher.stats()}
 
     def health(self) -> dict[str, Any]:
+        info = dict(self.engine.info())
+        if info.get("checkpoint"):
+            # the run and checkpoint names identify the policy; the absolute path would tell any
+            # caller about the machine's file system
+            info["checkpoint"] = "/".join(PurePath(str(info["checkpoint"])).parts[-2:])
         return {
             "status": "ok",
-            **self.engine.info(),
+            **info,
             "port": self.port,
             "ws_port": self.ws_port,
             "max_batch_size": self.cfg.max_batch_size,
@@ -162,10 +190,20 @@ class PolicyServer:
                 raise
             return self._error(e.status, self._http_reason(e, request))
         except ConnectionResetError:
-            raise  # the client went away mid-request: nobody to answer, nothing to log
+            # the client went away mid-request: nobody to answer and nothing to log; the empty
+            # response ends aiohttp's handling quietly (re-raising would log it as a server error)
+            self.counts["client_reset"] += 1
+            return web.Response(status=400)
         except Exception as e:  # a bug must not take the server down: log it, answer 500
             log.exception("%s %s failed", request.method, request.path)
             return self._error(500, f"internal error: {type(e).__name__}")
+
+    @web.middleware
+    async def _origin(self, request: web.Request, handler):
+        refused = self.foreign_host(request.headers.get("Host"), request.headers.get("Origin"))
+        if refused is not None:
+            return self._error(403, refused)
+        return await handler(request)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler):
@@ -218,6 +256,10 @@ class PolicyServer:
     def _ws_auth(self, connection: ServerConnection, request):
         """Before the handshake: the token, and a plain ``GET /health`` so that a client given only
         the WebSocket address can still ask what it talks to."""
+        refused = self.foreign_host(request.headers.get("Host"), request.headers.get("Origin"))
+        if refused is not None:
+            self.counts["error_403"] += 1
+            return connection.respond(HTTPStatus.FORBIDDEN, refused + "\n")
         if not self.authorized(request.headers.get("Authorization")):
             self.counts["error_401"] += 1
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong bearer token\n")
@@ -263,6 +305,22 @@ def _listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family)
     except OSError as e:
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+
+
+def _host_name(host: str | None) -> str | None:
+    """The name in a Host header, without port and IPv6 brackets, lower-cased."""
+    if not host:
+        return None
+    try:
+        name = urlsplit(f"//{host.strip()}").hostname
+    except ValueError:  # e.g. an unterminated IPv6 bracket or a port that is not a number
+        return None
+    return name.lower() if name else None
+
+
+def _short(value: str | None, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _url_host(host: str) -> str:
