@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vla_lab.fileio import atomic_write_text
 from vla_lab.training import figures as fig
 
 #: config keys that differ between any two runs without making them different experiments
@@ -125,11 +127,12 @@ def compare(run_dirs: list[Path], out: Path) -> dict[str, Any]:
         for r in runs
     ]
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "comparison.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([header, *table])
+    buf = io.StringIO()
+    csv.writer(buf).writerows([header, *table])
+    atomic_write_text(out / "comparison.csv", buf.getvalue())
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in table]
-    (out / "comparison.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(out / "comparison.md", "\n".join(md) + "\n")
     _loss_figure(runs, out / "loss_comparison.png")
     _success_figure(runs, out / "success_rates.png")
     return {"header": header, "rows": table, "markdown": "\n".join(md), "differences": diff}

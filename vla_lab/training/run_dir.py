@@ -15,6 +15,7 @@ figures/                           training_loss.png, validation_metrics.png, su
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -106,12 +107,19 @@ class CsvLog:
             return list(csv.DictReader(fh))
 
     def truncate_after(self, step: int) -> None:
-        """On resume: drop rows logged after the checkpoint being resumed from."""
+        """On resume: drop rows logged after the checkpoint being resumed from. The kept rows are
+        written beside the log and renamed over it, so a crash here loses nothing."""
         rows = [r for r in self.read() if r.get("step", "") == "" or int(float(r["step"])) <= step]
-        with open(self.path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write_text(self.path, csv_text(self.columns, rows))
+
+
+def csv_text(columns: list[str], rows: Iterable[dict[str, Any]]) -> str:
+    """A whole CSV file (header and ``rows``) as text, for an atomic write."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _fmt(v):

@@ -18,7 +18,6 @@ re-running a failed job by hand).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -28,7 +27,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from vla_lab.training.run_dir import FAILED_MARKER, write_json
+from vla_lab.fileio import atomic_write_text
+from vla_lab.training.run_dir import FAILED_MARKER, csv_text, write_json
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +200,7 @@ def write_sweep_index(
     direction = direction or infer_direction(metric)
     rows = [job_row(d, metric) for d in job_dirs]
 
-    with open(sweep_dir / "sweep_index.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, INDEX_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_text(sweep_dir / "sweep_index.csv", csv_text(INDEX_COLUMNS, rows))
 
     best = best_row(rows, direction)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -258,7 +255,7 @@ def write_sweep_index(
             "Finished jobs side by side: [comparison.md](comparison.md), "
             "![training loss](loss_comparison.png) ![success rates](success_rates.png)",
         ]
-    (sweep_dir / "sweep_index.md").write_text("\n".join(md) + "\n")
+    atomic_write_text(sweep_dir / "sweep_index.md", "\n".join(md) + "\n")
     return {"rows": rows, "best": best, "metric": metric, "direction": direction}
 
 
