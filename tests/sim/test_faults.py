@@ -155,3 +155,61 @@ def test_server_refuses_foreign_websockets_and_serves_only_its_files():
         assert e.value.code == 404
     finally:
         server.close()
+
+
+def test_page_addresses_carry_a_one_time_boot_code_not_the_token():
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import parse_qs, urlsplit
+
+    server = SimServer()
+    try:
+        url = server.page_url("index.html", task="pick_block")
+        assert server.token not in url
+        boot = parse_qs(urlsplit(url).query)["boot"][0]
+        session = f"{server.base_url}/session?boot={boot}"
+        with urllib.request.urlopen(session, timeout=5) as r:
+            assert json.loads(r.read())["ws"] == server.socket_url
+        with pytest.raises(urllib.error.HTTPError) as e:  # a second use is refused
+            urllib.request.urlopen(session, timeout=5)
+        assert e.value.code == 403
+        assert server.page_url() != url  # every page load gets its own code
+    finally:
+        server.close()
+
+
+@pytest.mark.sim
+@needs_browser
+@pytest.mark.timeout(120)
+def test_the_token_is_not_on_the_browser_command_line():
+    env = SimEnv("reach_target", "studio", timeout=15.0)
+    try:
+        env.reset(seed=0)
+        token = env.backend.server.token
+        lines = []
+        for pid in chromium_processes():
+            try:
+                lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+            except OSError:
+                continue
+        assert lines and not any(token in line for line in lines)
+    finally:
+        env.close()
+
+
+def test_oversized_messages_close_the_page_connection():
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from vla_lab.sim import server as sim_server
+
+    server = SimServer()
+    try:
+        with connect(server.socket_url, open_timeout=5, max_size=None) as ws:
+            ws.send(b"\0" * (sim_server.MAX_MESSAGE_BYTES + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+    finally:
+        server.close()

@@ -66,6 +66,94 @@ def test_truncated_image_payload_is_rejected():
     assert obs["agentview"][0, 0].tolist() == [8, 9, 10]
 
 
+def _obs_item(**changes) -> dict:
+    item = {
+        "images": [{"name": "agentview", "offset": 0, "nbytes": 16, "height": 2, "width": 2, "channels": 4}],
+        "proprio": {"ee_pos": [0, 0, 0], "ee_ori": [0, 0, 0], "gripper_width": [0]},
+        "info": {"instruction": "pick", "distance_to_goal": 0.1, "expert_action": [0] * 7},
+        "terminated": False,
+        "truncated": False,
+        "success": False,
+        "reward": 0,
+    }
+    for key, value in changes.items():
+        target = item
+        *path, last = key.split("__")
+        for part in path:
+            target = target[part]
+        target[last] = value
+    return item
+
+
+@pytest.mark.parametrize(
+    ("raw_header", "match"),
+    [
+        (b'{"v": 1, "type": "obs", "id": ' + b"9" * 5000 + b"}", "not valid UTF-8 JSON: ValueError"),
+        (b'{"v": 1, "type": "obs", "x": NaN}', "NaN, which is not a finite number"),
+        (b"[" * 100_000 + b"]" * 100_000, "not valid UTF-8 JSON: RecursionError"),
+    ],
+    ids=["huge-int", "nan", "deep"],
+)
+def test_unparseable_headers_are_protocol_errors(raw_header, match):
+    with pytest.raises(SimProtocolError, match=match):
+        protocol.decode(struct.pack("<I", len(raw_header)) + raw_header)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"reward": float("nan")}, "reward must be a finite number"),
+        ({"reward": 10**400}, "reward must be a finite number"),
+        ({"proprio__ee_pos": [0, float("inf"), 0]}, r"proprio.ee_pos must be a finite number"),
+        (
+            {
+                "images": [
+                    {
+                        "name": "agentview",
+                        "offset": 10**30,
+                        "nbytes": 16,
+                        "height": 2,
+                        "width": 2,
+                        "channels": 4,
+                    }
+                ]
+            },
+            "offset must be an integer",
+        ),
+        (
+            {
+                "images": [
+                    {"name": "agentview", "offset": 0, "nbytes": 16.5, "height": 2, "width": 2, "channels": 4}
+                ]
+            },
+            "nbytes must be an integer",
+        ),
+        (
+            {
+                "images": [
+                    {"name": "agentview", "offset": 0, "nbytes": 16, "height": -2, "width": -2, "channels": 4}
+                ]
+            },
+            "height must be an integer",
+        ),
+        ({"images": ["agentview"]}, "needs a name"),
+        ({"info__distance_to_goal": "far"}, "info.distance_to_goal must be a number"),
+        ({"info__instruction": 5}, "info.instruction must be a string"),
+        ({"info__expert_action": [0, 0]}, "info.expert_action must be a list of 7 numbers"),
+        (
+            {"info__expert_action": [0] * 6 + [float("nan")]},
+            r"info.expert_action\[6\] must be a finite number",
+        ),
+        ({"info__max_steps": True}, "info.max_steps must be an integer"),
+    ],
+)
+def test_malformed_observations_are_protocol_errors(changes, match):
+    """Every malformed reply surfaces as SimProtocolError (a SimError: one failed episode), never as
+    OverflowError / ValueError / TypeError that would end a whole evaluation."""
+    with pytest.raises(SimProtocolError, match=match):
+        protocol.parse_obs(_obs_item(**changes), memoryview(bytes(16)))
+
+
 @pytest.mark.sim
 @needs_browser
 @pytest.mark.timeout(60)

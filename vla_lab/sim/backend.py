@@ -40,12 +40,14 @@ class SimBackend:
         t0 = time.monotonic()
         self.server = SimServer()
         try:
-            url = self.server.page_url(page, **(page_params or {}))
+            # one address per page: each carries its own one-time boot code
+            urls = [self.server.page_url(page, **(page_params or {})) for _ in range(pages)]
             if launch:
-                for _ in range(pages):
+                for url in urls:
                     self.browsers.append(Browser([url], chromium, extra_flags))
             elif on_url is not None:
-                on_url(url)
+                for url in urls:
+                    on_url(url)
             self.launched = launch
             for _ in range(pages):
                 self.links.append(self.server.accept(startup_timeout, self.alive))

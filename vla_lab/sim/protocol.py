@@ -8,6 +8,7 @@ described in the header by ``{name, offset, nbytes, height, width, channels, row
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -39,9 +40,12 @@ def decode(data: bytes | str, allowed: frozenset[str] = _REPLY_TYPES) -> tuple[d
     if n > MAX_HEADER_BYTES or 4 + n > len(data):
         raise SimProtocolError(f"header length {n} does not fit in a frame of {len(data)} bytes")
     try:
-        header = json.loads(bytes(data[4 : 4 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SimProtocolError(f"header is not valid UTF-8 JSON: {e}") from e
+        header = json.loads(bytes(data[4 : 4 + n]).decode("utf-8"), parse_constant=_no_constant)
+    except SimProtocolError:
+        raise
+    # ValueError covers malformed JSON and integers past Python's 4,300-digit conversion limit
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SimProtocolError(f"header is not valid UTF-8 JSON: {type(e).__name__}: {e}"[:300]) from e
     if not isinstance(header, dict):
         raise SimProtocolError("header must be a JSON object")
     if header.get("v") != PROTOCOL_VERSION:
@@ -67,10 +71,34 @@ def check_reply(header: dict[str, Any], request_id: int, expected: str) -> None:
         raise SimProtocolError(f"expected a '{expected}' reply, got '{header['type']}'")
 
 
+def _no_constant(name: str) -> float:
+    raise SimProtocolError(f"header holds {name}, which is not a finite number")
+
+
 def _num(x: Any, where: str) -> float:
     if not isinstance(x, int | float) or isinstance(x, bool):
-        raise SimProtocolError(f"{where} must be a number, got {x!r}")
-    return float(x)
+        raise SimProtocolError(f"{where} must be a number, got {_short(x)}")
+    try:
+        value = float(x)
+    except OverflowError:  # an integer too large for a float
+        raise SimProtocolError(f"{where} must be a finite number, got {_short(x)}") from None
+    if not math.isfinite(value):
+        raise SimProtocolError(f"{where} must be a finite number, got {value}")
+    return value
+
+
+def _count(x: Any, where: str, limit: int = 1 << 31) -> int:
+    """A non-negative integer below ``limit`` (sizes and offsets of the payload)."""
+    if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x < limit:
+        raise SimProtocolError(f"{where} must be an integer in [0, {limit}), got {_short(x)}")
+    return x
+
+
+def _short(x: Any, n: int = 80) -> str:
+    text = (
+        repr(x) if not isinstance(x, int) or x.bit_length() < 256 else f"an integer of {x.bit_length()} bits"
+    )
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def parse_obs(item: dict[str, Any], payload: memoryview) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -80,11 +108,15 @@ def parse_obs(item: dict[str, Any], payload: memoryview) -> tuple[dict[str, np.n
     if not isinstance(images, list):
         raise SimProtocolError("obs reply lacks an 'images' list")
     for im in images:
-        try:
-            name, off, nbytes = str(im["name"]), int(im["offset"]), int(im["nbytes"])
-            h, w, c = int(im["height"]), int(im["width"]), int(im["channels"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise SimProtocolError(f"malformed image descriptor {im!r}: {e}") from e
+        if not isinstance(im, dict) or not isinstance(im.get("name"), str):
+            raise SimProtocolError(f"malformed image descriptor {_short(im)}: needs a name")
+        name = im["name"]
+        off, nbytes = _count(im.get("offset"), f"{name}.offset"), _count(im.get("nbytes"), f"{name}.nbytes")
+        h, w = (
+            _count(im.get("height"), f"{name}.height", 1 << 15),
+            _count(im.get("width"), f"{name}.width", 1 << 15),
+        )
+        c = _count(im.get("channels"), f"{name}.channels", 16)
         if c != 4 or nbytes != h * w * 4 or off < 0 or off + nbytes > len(payload):
             raise SimProtocolError(
                 f"image '{name}' ({h}x{w}x{c}, {nbytes} bytes at {off}) does not fit the {len(payload)}-byte payload"
@@ -103,6 +135,7 @@ def parse_obs(item: dict[str, Any], payload: memoryview) -> tuple[dict[str, np.n
     info = item.get("info")
     if not isinstance(info, dict):
         raise SimProtocolError("obs reply lacks 'info'")
+    _check_info(info)
     for key in ("terminated", "truncated", "success"):
         if not isinstance(item.get(key), bool):
             raise SimProtocolError(f"obs reply field '{key}' must be a boolean, got {item.get(key)!r}")
@@ -113,3 +146,27 @@ def parse_obs(item: dict[str, Any], payload: memoryview) -> tuple[dict[str, np.n
         "info": info,
     }
     return obs, result
+
+
+#: info fields read by rollouts and experts, with what each must be
+_INFO_NUMBERS = ("distance_to_goal",)
+_INFO_VECTORS = {"expert_action": 7, "expert_target": 7}
+
+
+def _check_info(info: dict[str, Any]) -> None:
+    """The info fields consumers read must be what they expect: a malformed one is this reply's
+    fault and must surface here as a protocol error, not later as a ``TypeError`` in an episode."""
+    if "instruction" in info and not isinstance(info["instruction"], str):
+        raise SimProtocolError(f"info.instruction must be a string, got {_short(info['instruction'])}")
+    if "max_steps" in info:
+        _count(info["max_steps"], "info.max_steps", 1 << 20)
+    for key in _INFO_NUMBERS:
+        if key in info:
+            info[key] = _num(info[key], f"info.{key}")
+    for key, dim in _INFO_VECTORS.items():
+        if key in info:
+            v = info[key]
+            if not isinstance(v, list) or len(v) != dim:
+                raise SimProtocolError(f"info.{key} must be a list of {dim} numbers, got {_short(v)}")
+            for i, x in enumerate(v):
+                _num(x, f"info.{key}[{i}]")

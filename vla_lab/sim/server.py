@@ -2,13 +2,16 @@
 ``node_modules`` over HTTP and accepts the pages' WebSocket connections.
 
 Only requests carrying the server's random token may open a WebSocket, so a stray local process
-cannot take over a simulator.
+cannot take over a simulator. The token never appears on a command line (where ``ps`` shows it to
+every local user): a page's address carries a one-time boot code instead, which the page trades for
+the WebSocket address over HTTP (``GET /session?boot=<code>``) as it loads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http
+import json
 import logging
 import mimetypes
 import queue
@@ -32,6 +35,10 @@ from vla_lab.sim.manifest import WEB_ROOT
 # websockets logs every connection at INFO; only problems are of interest here.
 _ws_log = logging.getLogger("vla_lab.sim.websockets")
 _ws_log.setLevel(logging.WARNING)
+
+#: largest WebSocket message accepted from a page: a teleoperation episode (every frame of a long
+#: episode at the largest render size) fits; anything bigger is a misbehaving page
+MAX_MESSAGE_BYTES = 256 << 20
 
 _TYPES = {
     ".js": "text/javascript",
@@ -111,13 +118,15 @@ class SimServer:
         """``handler(conn)`` replaces the default one (pages that say hello and answer requests)."""
         self.web_root = web_root.resolve()
         self.token = secrets.token_urlsafe(16)
+        self._boot_codes: set[str] = set()
+        self._boot_lock = threading.Lock()
         self._links: queue.Queue[Link | Exception] = queue.Queue()
         self._server = serve(
             handler or self._handler,
             "127.0.0.1",
             0,
             compression=None,  # images are incompressible noise to deflate and it costs milliseconds
-            max_size=None,
+            max_size=MAX_MESSAGE_BYTES,
             ping_interval=None,  # liveness is checked per request, with the browser process
             process_request=self._process_request,
             server_header=None,
@@ -132,16 +141,43 @@ class SimServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def socket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws?token={self.token}"
+
     def page_url(self, page: str = "index.html", **params: Any) -> str:
-        ws = f"ws://127.0.0.1:{self.port}/ws?token={self.token}"
-        return f"{self.base_url}/{page}?{urlencode({'ws': ws, **params})}"
+        """The address of one page load: a fresh one-time boot code, so call it once per page."""
+        code = secrets.token_urlsafe(16)
+        with self._boot_lock:
+            self._boot_codes.add(code)
+        return f"{self.base_url}/{page}?{urlencode({'boot': code, **params})}"
+
+    def _redeem(self, code: str) -> bool:
+        with self._boot_lock:
+            if code in self._boot_codes:
+                self._boot_codes.discard(code)
+                return True
+            return False
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
+        query = parse_qs(url.query)
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            if parse_qs(url.query).get("token", [""])[0] != self.token:
+            if not secrets.compare_digest(query.get("token", [""])[0], self.token):
                 return conn.respond(http.HTTPStatus.FORBIDDEN, "bad token\n")
             return None
+        if url.path == "/session":
+            if not self._redeem(query.get("boot", [""])[0]):
+                return conn.respond(http.HTTPStatus.FORBIDDEN, "unknown or already used boot code\n")
+            body = json.dumps({"ws": self.socket_url}).encode()
+            headers = Headers(
+                [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"),
+                ]
+            )
+            return Response(200, "OK", headers, body)
         rel = url.path.lstrip("/") or "index.html"
         path = (self.web_root / rel).resolve()
         if not path.is_relative_to(self.web_root) or not path.is_file():

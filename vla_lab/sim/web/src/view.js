@@ -12,6 +12,7 @@ import { TASKS } from "./tasks.js";
 import { ENVIRONMENTS } from "./envs.js";
 import { ROBOT } from "./robot.js";
 import { Teleop, TELEOP_KEYS, COMMAND_KEYS } from "./teleop.js";
+import { socketUrl } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -39,7 +40,7 @@ export async function runViewer(params) {
   await initPhysics();
   const pixels = new PixelRenderer();
   const show = makeScreen();
-  const ws = await connect(params.get("ws"));
+  const ws = await connect(await socketUrl(params));
   ws.send(encodeMessage({ type: "hello", mode, manifest: manifest() }));
   $("mode").textContent = mode === "spectate" ? "spectator: episodes driven from Python" : "keyboard teleoperation";
   if (mode === "spectate") return spectate(ws, pixels, show);
