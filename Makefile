@@ -7,6 +7,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.stamp-install
 WEB := vla_lab/sim/web
 PYTEST_ARGS ?=
+SEED ?= 0
 
 .DEFAULT_GOAL := help
 .PHONY: help setup sim-deps libero test test-full bench lint demo clean
@@ -64,8 +65,8 @@ lint: setup ## ruff
 	$(VENV)/bin/ruff check vla_lab tests
 	$(VENV)/bin/ruff format --check vla_lab tests
 
-demo: setup ## the main job: collect sim demos, pretrain a tiny OpenVLA, LoRA fine-tune, evaluate closed-loop, print the table
-	$(PY) -m vla_lab.cli.demo
+demo: setup ## the main job: collect sim demos, pretrain a tiny OpenVLA, LoRA fine-tune, evaluate closed-loop, print the table (SEED=N)
+	$(PY) -m vla_lab.cli.demo --seed $(SEED)
 
 clean: ## remove generated outputs (keeps .venv)
 	rm -rf outputs/* .pytest_cache

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from vla_lab.cli.hydra_app import compose_run
+from vla_lab.config.compose import compose_run
 from vla_lab.data.synthetic import make_demo_file, make_libero_suite
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hydra_schemas():
+    """Every console script's typed schemas in Hydra's ConfigStore: tests compose any root config."""
+    from vla_lab.cli.hydra_app import register_all
+
+    register_all()
 
 
 @pytest.fixture(autouse=True)

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vla_lab.policies.openvla.backbone_openvla import PrismaticVisionBackbone
 from vla_lab.policies.openvla.configuration_openvla import DINOV2_ID, SIGLIP_ID, ViTSpec
-from vla_lab.policies.openvla.modeling_openvla import PrismaticVisionBackbone
 
 WIDTH = 128  # two towers of 64
 

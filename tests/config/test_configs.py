@@ -10,8 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict, read_write
 
-from vla_lab.cli.hydra_app import compose
 from vla_lab.config import CONF_DIR
+from vla_lab.config.compose import compose
 
 ROOTS = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 

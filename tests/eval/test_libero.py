@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from vla_lab.cli.hydra_app import compose, compose_run
+from vla_lab.config.compose import compose, compose_run
 from vla_lab.config.errors import ConfigError
 from vla_lab.config.schemas import to_schema
 from vla_lab.data.libero import SUITES
@@ -139,7 +139,7 @@ def test_missing_extra_fails_the_cli_before_loading_anything(tmp_path):
         [
             sys.executable,
             "-m",
-            "vla_lab.eval",
+            "vla_lab.cli.eval",
             "checkpoint=/nonexistent",
             "eval=libero_spatial",
             f"paths.root_dir={tmp_path}",
@@ -169,7 +169,7 @@ def test_tiny_checkpoint_runs_libero_episodes_in_training_and_standalone(tmp_pat
     """A tiny OpenVLA trained on LIBERO-layout data (agentview + eye_in_hand, 7-D actions, LIBERO
     proprio) is evaluated in real LIBERO episodes: by the training callback, then by ``vla-eval``."""
     from vla_lab.data.synthetic import make_libero_suite
-    from vla_lab.eval.standalone import evaluate_checkpoint
+    from vla_lab.rollout.evaluate import evaluate_checkpoint
     from vla_lab.training.train import train
 
     root = tmp_path / "libero_data"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vla_lab.cli.hydra_app import compose
+from vla_lab.config.compose import compose
 from vla_lab.data.normalize import Normalizer
 from vla_lab.data.stats import ArrayStats
 from vla_lab.policies.config import model_config_from, peft_spec_from

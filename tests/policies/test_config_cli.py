@@ -7,9 +7,9 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from vla_lab.cli.hydra_app import compose
 from vla_lab.cli.model import plan_from_cfg
 from vla_lab.config import CONF_DIR
+from vla_lab.config.compose import compose
 from vla_lab.policies.config import model_config_from, peft_spec_from
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))

@@ -315,8 +315,8 @@ def test_datamodule_gives_normalized_training_chunks(demo_file):
 
 
 def test_planner_answers_for_the_fast_head():
-    from vla_lab.cli.hydra_app import compose
     from vla_lab.cli.model import plan_from_cfg
+    from vla_lab.config.compose import compose
 
     out = plan_from_cfg(
         compose("model", ["model=openvla_tiny", "model.action_head=fast", "model.chunk_size=8"])
@@ -326,7 +326,7 @@ def test_planner_answers_for_the_fast_head():
 
 @pytest.mark.timeout(60)
 def test_kv_cache_decoding_equals_full_recompute(trained):
-    from vla_lab.policies.openvla.modeling_openvla import assemble
+    from vla_lab.policies.openvla.sequence_openvla import assemble
 
     policy, batch, _, _ = trained
     patches, prompts = policy._encode_observation(batch)

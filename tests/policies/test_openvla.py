@@ -7,7 +7,8 @@ import torch
 from tests.policies.conftest import INSTRUCTIONS, make_batch, model_cfg, norm_entry, peft_cfg, tiny_cfg
 from vla_lab.policies.factory import load_policy, make_policy
 from vla_lab.policies.openvla.configuration_openvla import OpenVLAConfig
-from vla_lab.policies.openvla.modeling_openvla import OpenVLAForActionPrediction, block_bidirectional_mask
+from vla_lab.policies.openvla.modeling_openvla import OpenVLAForActionPrediction
+from vla_lab.policies.openvla.sequence_openvla import block_bidirectional_mask
 
 # Component sizes of openvla/openvla-7b (DINOv2 ViT-L/14-reg4, SigLIP So400M/14, projector, Llama-2 + 64 rows).
 OFFICIAL = {
@@ -75,7 +76,7 @@ def test_long_instruction_is_truncated_with_a_warning(tiny):
 
 
 def test_loss_only_on_action_tokens_and_stop_token(tiny):
-    from vla_lab.policies.openvla.modeling_openvla import assemble
+    from vla_lab.policies.openvla.sequence_openvla import assemble
 
     batch = make_batch(2, size=112)
     with torch.no_grad():
@@ -179,7 +180,7 @@ def test_kv_cache_decoding_equals_full_recompute(tiny):
     patches, prompts = tiny._encode_observation(batch)
     cached = tiny.generate_action_ids(patches, prompts)
     # Reference: re-run the whole sequence for every new token (no cache).
-    from vla_lab.policies.openvla.modeling_openvla import assemble
+    from vla_lab.policies.openvla.sequence_openvla import assemble
 
     ids = torch.empty(2, 0, dtype=torch.long)
     with torch.no_grad():
@@ -389,7 +390,7 @@ def test_proprio_in_the_queries_needs_the_l1_head():
 def test_l1_tail_evaluation_equals_the_full_llm_forward(kv_heads):
     """The l1 head reads only the placeholders' final states; evaluating the last layer there alone
     must give exactly what the full forward gives, with padding and grouped-query attention."""
-    from vla_lab.policies.openvla.modeling_openvla import assemble, tail_hidden_states
+    from vla_lab.policies.openvla.sequence_openvla import assemble, tail_hidden_states
 
     torch.manual_seed(0)
     policy = make_policy(

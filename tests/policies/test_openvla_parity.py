@@ -5,7 +5,7 @@ offline in a separate virtualenv with its pins (transformers 4.40.1, timm 0.9.10
 torch 2.14.1), on ``OpenVLAConfig(vision_backbone_id="dinosiglip-vit-so-224px",
 llm_backbone_id="llama2-7b-pure", ...)`` with the real DINOv2-L/SigLIP-So400M backbones and a tiny
 Llama (hidden 64, 2 layers, 4 heads, MLP 128, vocab 32064). Every weight was set by
-``parity_rule.value_for(key, shape)``, the image is ``parity_rule.image()`` normalized per backbone,
+``_parity.value_for(key, shape)``, the image is ``_parity.image()`` normalized per backbone,
 and the prompt is the Llama-2 tokenization of "pick up the red block" in OpenVLA's template. Saved:
 strided samples of the patch features, projector output and logits, the logits of the 256 action
 tokens at the last prompt position, the 7 greedy action ids with ``generate`` (and their scores),
@@ -20,13 +20,14 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from tests.policies import parity_rule as R
+from tests.policies import _parity as R
 from tests.policies.conftest import INSTRUCTIONS
 from vla_lab.policies.checkpoint import save_state_dict
 from vla_lab.policies.factory import load_policy
 from vla_lab.policies.openvla.configuration_openvla import LlamaSpec, OpenVLAConfig
-from vla_lab.policies.openvla.modeling_openvla import OpenVLAPolicy, assemble
+from vla_lab.policies.openvla.modeling_openvla import OpenVLAPolicy
 from vla_lab.policies.openvla.processor_openvla import OpenVLAProcessor
+from vla_lab.policies.openvla.sequence_openvla import assemble
 from vla_lab.policies.text_tokenizer import train_bpe_tokenizer
 
 REF = Path(__file__).parent / "data" / "openvla_parity.safetensors"

@@ -6,7 +6,7 @@ installed with ``--no-deps``, its few Python-3.12-only syntax lines rewritten, a
 cache trim rewritten for this transformers' cache API), built from a local directory holding a tiny
 ``SmolVLMConfig`` (the dimensions of ``conf/model/smolvla_tiny.yaml``) and a ``SmolVLMProcessor``,
 with ``load_vlm_weights=False``, ``num_vlm_layers=4``, ``chunk_size=10``. Every weight was set by
-``parity_rule.value_for("model." + key, shape)``. With the stored inputs (image, padded state and
+``_parity.value_for("model." + key, shape)``. With the stored inputs (image, padded state and
 actions, language ids and mask, noise and flow times) it saved the per-element training losses of
 ``VLAFlowMatching.forward`` and the chunk ``sample_actions`` integrates from the stored noise. The
 same run wrote ``smolvla_parity_lerobot_config.json`` (lerobot's ``save_pretrained``) and
@@ -23,7 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tests.policies import parity_rule as R
+from tests.policies import _parity as R
 from tests.policies.conftest import INSTRUCTIONS, model_cfg
 from vla_lab.policies.factory import load_policy, make_policy
 from vla_lab.policies.text_tokenizer import train_bpe_tokenizer

@@ -3,8 +3,6 @@ one, a reference actor loaded from it independently, and a real server on free l
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -43,10 +41,10 @@ def _norm_stats() -> dict:
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
-    from vla_lab.cli.hydra_app import compose
-    from vla_lab.eval.actor import DATA_PROCESSOR
+    from vla_lab.config.compose import compose
     from vla_lab.policies.config import model_config_from
     from vla_lab.policies.factory import make_policy
+    from vla_lab.rollout.processor import write_data_processor
 
     torch.manual_seed(0)
     cfg = model_config_from(
@@ -66,7 +64,7 @@ def checkpoint(tmp_path_factory):
         "proprio_keys": [],
         "unnorm_key": "sim_demo",
     }
-    (directory / DATA_PROCESSOR).write_text(json.dumps(processor))
+    write_data_processor(directory, processor)
     return directory
 
 
@@ -80,22 +78,20 @@ def engine(checkpoint):
 @pytest.fixture(scope="session")
 def reference(checkpoint):
     """What closed-loop evaluation would execute, from its own copy of the checkpoint."""
-    from vla_lab.eval.actor import PolicyActor
-    from vla_lab.eval.evaluate import policy_normalizer
-    from vla_lab.eval.standalone import load_checkpoint
+    from vla_lab.rollout.actors import PolicyActor
 
-    policy, spec = load_checkpoint(checkpoint)
-    return PolicyActor(policy, spec, policy_normalizer(policy, spec["unnorm_key"]))
+    return PolicyActor.from_checkpoint(checkpoint, field="checkpoint")
 
 
 def reference_chunk(actor, image: np.ndarray, instruction: str) -> np.ndarray:
     """The (K, A) chunk PolicyActor.act executes step by step; its first row is checked against act()."""
+    runtime = actor.runtime
     with torch.no_grad():
-        chunk = actor.policy.predict_action_chunk(actor.batch({"agentview": image}, instruction))
-    raw = actor.normalizer.unnormalize_action(chunk[0].float().numpy())
+        chunk = runtime.policy.predict_action_chunk(runtime.batch({"agentview": image}, instruction))
+    raw = runtime.normalizer.unnormalize_action(chunk[0].float().numpy())
     raw[:, :6] = np.clip(raw[:, :6], -1.0, 1.0)
     raw[:, 6] = np.clip(raw[:, 6], 0.0, 1.0)
-    actor.reset()
+    actor.reset(0)
     first = actor.act({"agentview": image}, {"instruction": instruction})
     np.testing.assert_array_equal(first, raw[0])
     return raw.astype(np.float32)

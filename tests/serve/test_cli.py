@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 def _vla_serve(*args: str, env=None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "vla_lab.serve", *args],
+        [sys.executable, "-m", "vla_lab.cli.serve", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -76,7 +76,7 @@ def test_serves_on_free_ports_and_stops_on_sigterm(checkpoint):
 )
 def test_bad_configuration_exits_2_naming_the_field(args, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "vla_lab.serve", *args], capture_output=True, text=True, timeout=90
+        [sys.executable, "-m", "vla_lab.cli.serve", *args], capture_output=True, text=True, timeout=90
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vla_lab.cli.hydra_app import compose
+from vla_lab.config.compose import compose
 from vla_lab.config.errors import ConfigError
 from vla_lab.config.schemas import to_schema
 from vla_lab.serve.config import ServeConfig

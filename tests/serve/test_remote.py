@@ -1,4 +1,4 @@
-"""RemotePolicyActor: the evaluation loop's actor interface over the server, executing chunks the way
+"""RemotePolicyActor: the rollout Actor protocol over the server, executing chunks the way
 the policy's own ``select_action`` does; closed-loop simulator episodes through it."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.serve.conftest import CHUNK, INSTRUCTIONS, random_image
-from vla_lab.eval.actor import ExecutionConfig
+from vla_lab.eval.config import ExecutionConfig
 from vla_lab.serve.client import PolicyClient
 from vla_lab.serve.remote import RemotePolicyActor
 
@@ -17,20 +17,20 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.mark.parametrize("transport", ["http", "ws"])
 def test_remote_actor_executes_like_the_local_actor(server, reference, transport):
     execution = ExecutionConfig(n_action_steps=2)
-    reference.policy.configure_execution(execution.n_action_steps, None)
+    reference.runtime.configure(execution)
     url = server.url if transport == "http" else server.ws_url
     with PolicyClient(url) as client:
         remote = RemotePolicyActor(client, execution)
         try:
             for episode in range(2):
-                remote.reset()
-                reference.reset()
+                remote.reset(episode)
+                reference.reset(episode)
                 for step in range(5):
                     obs = {"agentview": random_image(10 * episode + step)}
                     info = {"instruction": INSTRUCTIONS[episode]}
                     np.testing.assert_array_equal(remote.act(obs, info), reference.act(obs, info))
         finally:
-            reference.policy.configure_execution(None, None)
+            reference.runtime.configure(ExecutionConfig())
 
 
 def test_remote_actor_checks_the_execution_settings(server):

@@ -157,7 +157,7 @@ def test_auth_rejects_missing_and_wrong_tokens(engine):
 
 def test_token_from_environment(engine, monkeypatch):
     monkeypatch.setenv("VLA_SERVE_TOKEN", "from-env")
-    from vla_lab.cli.hydra_app import compose
+    from vla_lab.config.compose import compose
     from vla_lab.config.schemas import to_schema
     from vla_lab.serve.config import ServeConfig
 

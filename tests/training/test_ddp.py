@@ -12,7 +12,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from vla_lab.cli.hydra_app import compose
+from vla_lab.config.compose import compose
 from vla_lab.data.synthetic import make_demo_file
 
 BATCH = 4

@@ -16,7 +16,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from vla_lab.cli.hydra_app import compose
+from vla_lab.config.compose import compose
 from vla_lab.data.synthetic import make_demo_file
 from vla_lab.training import distributed
 from vla_lab.training.sweep import write_sweep_index

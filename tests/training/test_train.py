@@ -7,11 +7,11 @@ import json
 import pytest
 
 from tests.conftest import train_cfg as _cfg
-from vla_lab.cli.demo import final_closed_loop
-from vla_lab.cli.hydra_app import compose_run
+from vla_lab.config.compose import compose_run
 from vla_lab.data.synthetic import make_demo_file
 from vla_lab.training.run_dir import RunDirExistsError
 from vla_lab.training.train import train
+from vla_lab.workflows.demo import final_closed_loop
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_compare_two_runs(tmp_path, data_file):
 
 @pytest.mark.sim
 def test_checkpoint_evaluates_standalone(tmp_path, data_file):
-    from vla_lab.eval.standalone import evaluate_checkpoint
+    from vla_lab.rollout.evaluate import evaluate_checkpoint
 
     cfg, run = _cfg(tmp_path, data_file, "debug=fast")
     train(cfg)
@@ -116,13 +116,12 @@ def test_checkpoint_evaluates_standalone(tmp_path, data_file):
 def _parallel_environments_match_sequential(checkpoint, tmp_path):
     """Two simulators side by side (shared weights, one action queue each) give the sequential run's
     episodes exactly, in plan order, with the same recorded videos."""
-    from vla_lab.eval.actor import processor_spec
     from vla_lab.eval.config import EvalConfig
-    from vla_lab.eval.evaluate import evaluate_policy
-    from vla_lab.policies.factory import load_policy
+    from vla_lab.rollout.evaluate import evaluate_policy
+    from vla_lab.rollout.runtime import PolicyRuntime
 
-    policy = load_policy(checkpoint).train()
-    spec = processor_spec(json.loads((checkpoint / "data_processor.json").read_text()))
+    runtime = PolicyRuntime.from_checkpoint(checkpoint)
+    runtime.policy.train()  # evaluation switches to eval mode and back
     episodes = {}
     for n in (1, 2):
         cfg = EvalConfig(
@@ -134,11 +133,11 @@ def _parallel_environments_match_sequential(checkpoint, tmp_path):
             num_envs=n,
             videos_per_task=1,
         )
-        out = evaluate_policy(policy, spec, cfg, run_dir=tmp_path / f"parallel_{n}")
+        out = evaluate_policy(runtime, cfg, run_dir=tmp_path / f"parallel_{n}")
         episodes[n] = [(r.task, r.seed, r.success, r.steps, r.final_distance) for r in out["results"]]
         assert len(out["videos"]) == 2  # the first episode of each task
     assert len(episodes[1]) == 4 and episodes[1] == episodes[2]
-    assert policy.training  # evaluation ran in eval mode and restored the caller's mode
+    assert runtime.policy.training  # evaluation ran in eval mode and restored the caller's mode
 
 
 @pytest.mark.sim

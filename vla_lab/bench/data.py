@@ -25,9 +25,11 @@ def measure(
     augmentation: str = "default",
     chunk_size: int = 1,
 ) -> dict:
-    from vla_lab.cli.hydra_app import compose
+    from vla_lab.config.compose import compose
     from vla_lab.data.datamodule import DemoDataModule
+    from vla_lab.training.config import register_configs
 
+    register_configs()
     aug = compose("train", [f"augmentation={augmentation}"]).augmentation
     dm = DemoDataModule(
         sources=[{"path": str(path)}],

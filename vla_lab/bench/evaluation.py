@@ -5,7 +5,6 @@ per chunk); its episodes run to the step budget, so every configuration does the
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -15,16 +14,13 @@ EPISODES_PER_TASK, MAX_STEPS, NUM_ENVS = 6, 30, (1, 2)
 
 def run(out_dir: Path) -> dict:
     from vla_lab.bench.serve import _checkpoint
-    from vla_lab.eval.actor import DATA_PROCESSOR, ExecutionConfig, processor_spec
-    from vla_lab.eval.config import EvalConfig
-    from vla_lab.eval.evaluate import evaluate_policy
-    from vla_lab.policies.factory import load_policy
+    from vla_lab.eval.config import EvalConfig, ExecutionConfig
+    from vla_lab.rollout.evaluate import evaluate_policy
+    from vla_lab.rollout.runtime import PolicyRuntime
 
     rows = {}
     with tempfile.TemporaryDirectory(prefix="vla_bench_eval_") as tmp:
-        ckpt = _checkpoint(Path(tmp))
-        policy = load_policy(ckpt)
-        spec = processor_spec(json.loads((ckpt / DATA_PROCESSOR).read_text()))
+        runtime = PolicyRuntime.from_checkpoint(_checkpoint(Path(tmp)))
         for n in NUM_ENVS:
             cfg = EvalConfig(
                 tasks=["reach_target", "pick_block"],
@@ -36,7 +32,7 @@ def run(out_dir: Path) -> dict:
                 execution=ExecutionConfig(n_action_steps=4),
             )
             start = time.perf_counter()  # includes starting the browsers, as a user's evaluation does
-            out = evaluate_policy(policy, spec, cfg)
+            out = evaluate_policy(runtime, cfg)
             seconds = time.perf_counter() - start
             episodes = len(out["results"])
             steps = sum(r.steps for r in out["results"])

@@ -33,9 +33,11 @@ def _smooth_chunks(n: int, chunk: int, dim: int = 7, seed: int = 0) -> np.ndarra
 
 
 def _make(head: str, chunk: int):
-    from vla_lab.cli.hydra_app import compose
+    from vla_lab.config.compose import compose
+    from vla_lab.policies.config import register_configs
     from vla_lab.policies.factory import make_policy
 
+    register_configs()
     cfg = compose("model", ["model=openvla_tiny", f"model.action_head={head}", f"model.chunk_size={chunk}"])
     chunks = _smooth_chunks(2000, chunk) if head == "fast" else None
     return make_policy(cfg.model, corpus=["pick up the red block", "open the drawer"], action_chunks=chunks)
@@ -136,9 +138,11 @@ def _fast_token_counts(policy, obs) -> dict:
 
 def smolvla_tiny() -> dict:
     """Training samples/s (bf16 autocast, VLM frozen as by default) and latency of one 10-step chunk."""
-    from vla_lab.cli.hydra_app import compose
+    from vla_lab.config.compose import compose
+    from vla_lab.policies.config import register_configs
     from vla_lab.policies.factory import make_policy
 
+    register_configs()
     torch.manual_seed(0)
     cfg = compose("model", ["model=smolvla_tiny"])
     policy = make_policy(cfg.model, corpus=["pick up the red block"])

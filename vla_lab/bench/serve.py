@@ -24,12 +24,14 @@ def _checkpoint(directory: Path) -> Path:
     """A freshly initialised checkpoint laid out as training writes one."""
     import torch
 
-    from vla_lab.cli.hydra_app import compose
+    from vla_lab.config.compose import compose
     from vla_lab.data.normalize import Normalizer
     from vla_lab.data.stats import ArrayStats
-    from vla_lab.eval.actor import DATA_PROCESSOR
+    from vla_lab.policies.config import register_configs
     from vla_lab.policies.factory import make_policy
+    from vla_lab.rollout.processor import write_data_processor
 
+    register_configs()
     torch.manual_seed(0)
     cfg = compose("model", ["model=openvla_tiny", "model.action_head=l1_chunk", f"model.chunk_size={CHUNK}"])
     lo, hi = [-1.0] * 7, [1.0] * 7
@@ -45,7 +47,7 @@ def _checkpoint(directory: Path) -> Path:
         "proprio_keys": [],
         "unnorm_key": "bench",
     }
-    (out / DATA_PROCESSOR).write_text(json.dumps(processor))
+    write_data_processor(out, processor)
     return out
 
 

@@ -44,8 +44,10 @@ def _overrides(data: Path, root: Path, steps: int) -> list[str]:
 
 
 def _compose(data: Path, root: Path, steps: int, run_dir: Path):
-    from vla_lab.cli.hydra_app import compose_run
+    from vla_lab.config.compose import compose_run
+    from vla_lab.training.config import register_configs
 
+    register_configs()
     return compose_run("train", _overrides(data, root, steps), run_dir)
 
 

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from vla_lab.config import CONF_DIR
-from vla_lab.sim.config import register_configs
+from vla_lab.rollout.config import register_configs
 
 register_configs()
 
@@ -26,7 +26,7 @@ _exit_code = [0]
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="collect")
 def _main(cfg: DictConfig) -> None:
-    from vla_lab.sim.collect import collect
+    from vla_lab.rollout.collect import collect
     from vla_lab.sim.config import env_kwargs
 
     try:

@@ -13,7 +13,7 @@ register_all()
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def main(cfg: DictConfig) -> float:
-    from vla_lab.eval.standalone import evaluate_checkpoint
+    from vla_lab.rollout.evaluate import evaluate_checkpoint
 
     return float(evaluate_checkpoint(cfg)["overall"]["success_rate"])
 

@@ -3,7 +3,8 @@
     vla-iterate rounds=3 tasks=[reach_target] environment=studio collect.expert_episodes=20 \\
                 collect.episodes=10 train.epochs=4 eval.episodes=10 out=outputs/iterate/reach
 
-Composes ``conf/iterate.yaml`` (schema ``IterateConfig``, see ``vla_lab.training.iterate``).
+Composes ``conf/iterate.yaml`` (schema ``IterateConfig``, see ``vla_lab.workflows.iterate``) and the
+stages of a round, ``conf/pipeline/iterate.yaml``.
 Exit codes: 0 every round ran, 1 a stage failed (its log is named), 2 bad configuration.
 """
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vla_lab.config import CONF_DIR
 from vla_lab.config.errors import ConfigError
-from vla_lab.training.iterate import StageFailed, iterate, register_configs
+from vla_lab.workflows import register_configs
+from vla_lab.workflows.iterate import StageFailed, iterate
 
 register_configs()
 
@@ -27,7 +29,7 @@ _exit_code = [0]
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="iterate")
 def _main(cfg: DictConfig) -> None:
     try:
-        iterate(OmegaConf.to_object(cfg))
+        iterate(cfg)
     except ConfigError as e:
         print(f"vla-iterate: {e}", file=sys.stderr)
         _exit_code[0] = 2

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_lab.cli.hydra_app import register_all
 from vla_lab.config import CONF_DIR
+from vla_lab.policies import registry
 from vla_lab.policies.config import model_config_from, peft_spec_from
 
 
@@ -17,15 +18,7 @@ def plan_from_cfg(cfg: DictConfig) -> dict[str, Any]:
     config = model_config_from(cfg.model)
     spec = peft_spec_from(cfg.peft)
     planner = OmegaConf.to_object(cfg.planner)
-    if config.family == "openvla":
-        from vla_lab.policies.openvla.planning_openvla import plan_openvla
-
-        return plan_openvla(config, spec, planner)
-    if config.family == "smolvla":
-        from vla_lab.policies.smolvla.planning_smolvla import plan_smolvla
-
-        return plan_smolvla(config, spec, planner)
-    raise ValueError(f"unknown model family {config.family!r}")
+    return registry.get_family(config.family).plan(config, spec, planner)
 
 
 register_all()

@@ -61,8 +61,9 @@ def cmd_view(args) -> int:
         return 2
     if args.spectate:
         return _spectate(args)
+    from vla_lab.rollout.teleop import TeleopRecorder
     from vla_lab.sim.server import SimServer
-    from vla_lab.sim.viewer import TeleopRecorder, make_teleop_handler
+    from vla_lab.sim.viewer import make_teleop_handler
 
     recorder = TeleopRecorder(args.record)
 

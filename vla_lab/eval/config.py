@@ -9,11 +9,21 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 
 from vla_lab.config.errors import ConfigError
-from vla_lab.eval.actor import ExecutionConfig
 from vla_lab.eval.safety import SafetyConfig
 from vla_lab.sim.config import RandomizationConfig
 
 BACKENDS = ("sim", "libero")
+
+
+@dataclass
+class ExecutionConfig:
+    """How a policy's predicted chunks are executed (``eval.execution``, ``policy.execution`` of
+    collection, the client side of a served policy)."""
+
+    #: actions executed open-loop from each predicted chunk (null = the whole chunk)
+    n_action_steps: int | None = None
+    #: re-plan every step and blend overlapping chunks with weights exp(-coeff * i); null = off
+    temporal_ensemble_coeff: float | None = None
 
 
 @dataclass

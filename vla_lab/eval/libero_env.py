@@ -1,6 +1,6 @@
 """LIBERO benchmark suites as an evaluation environment (``eval.backend: libero``).
 
-``LiberoEnv`` has the interface the episode runner (:mod:`vla_lab.eval.rollout`) uses for the
+``LiberoEnv`` has the interface the episode loop (:mod:`vla_lab.rollout.episode`) uses for the
 Three.js ``SimEnv``: ``cameras``, ``reset(seed=, options={task, environment, max_steps})`` ->
 ``(obs, info)`` and ``step(action)`` -> ``(obs, reward, terminated, truncated, info)``, ``close()``.
 It follows the benchmark's evaluation protocol:

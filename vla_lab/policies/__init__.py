@@ -1,1 +1,2 @@
-"""Policies behind one contract (``vla_lab.policies.contract``): OpenVLA and SmolVLA."""
+"""Policies behind one contract (``vla_lab.policies.contract``), one folder per family (OpenVLA,
+SmolVLA) registered in ``vla_lab.policies.registry``; checkpoints and adapters in ``pretrained``."""

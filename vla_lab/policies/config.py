@@ -13,8 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from vla_lab.policies.openvla.configuration_openvla import OpenVLAConfig
-from vla_lab.policies.smolvla.configuration_smolvla import SmolVLAConfig
+from vla_lab.policies import registry
 
 PEFT_METHODS = ("none", "lora", "qlora")
 QUANTIZATIONS = ("nf4", "int8")
@@ -67,14 +66,11 @@ class ModelCLIConfig:
     planner: PlannerSpec = field(default_factory=PlannerSpec)
 
 
-SCHEMAS: dict[str, type] = {"openvla": OpenVLAConfig, "smolvla": SmolVLAConfig}
-
-
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="peft", name="peft_schema", node=PeftSpec)
-    for family, schema in SCHEMAS.items():
-        cs.store(group="model", name=f"{family}_schema", node=schema)
+    for family in registry.families():
+        cs.store(group="model", name=f"{family.name}_schema", node=family.config_class)
     cs.store(name="model_cli_schema", node=ModelCLIConfig)
 
 
@@ -83,13 +79,9 @@ def model_config_from(node: DictConfig | dict | Any):
     if not isinstance(node, DictConfig | dict):
         return node
     node = OmegaConf.create(node) if isinstance(node, dict) else node
-    family = node.get("family")
-    if family not in SCHEMAS:
-        raise ValueError(f"model.family must be one of {sorted(SCHEMAS)}, got {family!r}")
+    schema = registry.get_family(node.get("family")).config_class
     # Merge a plain copy: keys forced in with Hydra's "+" escape the struct flag and must fail here.
-    merged = OmegaConf.merge(
-        OmegaConf.structured(SCHEMAS[family]), OmegaConf.to_container(node, resolve=True)
-    )
+    merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(node, resolve=True))
     return OmegaConf.to_object(merged)
 
 

@@ -1,12 +1,14 @@
-"""Build or load any policy from its config (dataclass or Hydra node) or checkpoint directory."""
+"""Build or load any policy from its config (dataclass or Hydra node) or checkpoint directory; the
+family comes from ``vla_lab.policies.registry``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from vla_lab.policies.config import PeftSpec, model_config_from, peft_spec_from
+from vla_lab.policies import registry
+from vla_lab.policies.config import model_config_from, peft_spec_from
+from vla_lab.policies.pretrained import model_type_of, read_config
 
 
 def make_policy(
@@ -20,35 +22,20 @@ def make_policy(
     tokenizers; ``norm_stats`` is ``{unnorm_key: Normalizer.to_dict()}``; ``action_chunks`` (the
     training set's normalized chunks, (N, K, A)) fits OpenVLA's FAST tokenizer (``action_head=fast``)."""
     config = model_config_from(model_cfg)
-    spec: PeftSpec = peft_spec_from(peft)
-    if config.family == "openvla":
-        from vla_lab.policies.openvla.modeling_openvla import make_openvla_policy
-
-        policy = make_openvla_policy(config, corpus, norm_stats, action_chunks)
-    elif config.family == "smolvla":
-        from vla_lab.policies.smolvla.modeling_smolvla import make_smolvla_policy
-
-        policy = make_smolvla_policy(config, corpus, norm_stats)
-    else:
-        raise ValueError(f"unknown policy family {config.family!r}")
+    spec = peft_spec_from(peft)
+    family = registry.get_family(config.family)
+    policy = family.make(config, corpus=corpus, norm_stats=norm_stats, action_chunks=action_chunks)
     return policy.apply_peft(spec)
 
 
 def load_policy(directory: str | Path, **kwargs: Any):
-    """Loads a checkpoint directory written by ``save_pretrained`` (or an official one)."""
+    """Loads a checkpoint directory written by ``save_pretrained`` (or an official one); ``kwargs``
+    go to ``PretrainedPolicy.from_pretrained``."""
     directory = Path(directory)
-    cfg_path = directory / "config.json"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{directory} has no config.json: not a checkpoint directory")
-    model_type = json.loads(cfg_path.read_text()).get("model_type") or json.loads(cfg_path.read_text()).get(
-        "type"
-    )
-    if model_type in ("openvla", "prismatic"):
-        from vla_lab.policies.openvla.modeling_openvla import OpenVLAPolicy
-
-        return OpenVLAPolicy.from_pretrained(directory, **kwargs)
-    if model_type == "smolvla":
-        from vla_lab.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-
-        return SmolVLAPolicy.from_pretrained(directory, **kwargs)
-    raise ValueError(f"{directory}/config.json has model_type {model_type!r}: not a policy vla_lab can load")
+    model_type = model_type_of(read_config(directory))
+    family = registry.family_for_model_type(model_type)
+    if family is None:
+        raise ValueError(
+            f"{directory}/config.json has model_type {model_type!r}: not a policy vla_lab can load"
+        )
+    return family.load(directory, **kwargs)

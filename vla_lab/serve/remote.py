@@ -1,6 +1,6 @@
-"""Closed-loop episodes through a policy server: :class:`RemotePolicyActor` is an evaluation actor
-(``reset()``, ``act(obs, info)``, see :mod:`vla_lab.eval.rollout`) whose policy runs behind
-``vla-serve``, and :func:`run_remote_episodes` is ``vla-eval``'s loop on top of it.
+"""Closed-loop episodes through a policy server: :class:`RemotePolicyActor` is an actor
+(:class:`vla_lab.rollout.actors.Actor`) whose policy runs behind ``vla-serve``, and
+:func:`run_remote_episodes` runs ``vla-eval``'s episode plan with it.
 
 The server is stateless (it answers one chunk per request, so batching across clients stays
 simple); executing the chunk — open loop over ``n_action_steps``, or temporal ensembling — happens
@@ -15,12 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_lab.eval.actor import ExecutionConfig
+from vla_lab.eval.config import ExecutionConfig
+from vla_lab.rollout.actors import POLICY
 from vla_lab.serve.client import PolicyClient
 from vla_lab.sim.control import DELTA, TARGET, target_to_delta
 
 
 class RemotePolicyActor:
+    name = POLICY
+    last_source = POLICY
+
     def __init__(self, client: PolicyClient, execution: ExecutionConfig | None = None):
         from vla_lab.policies.contract import TemporalEnsembler
 
@@ -30,7 +34,7 @@ class RemotePolicyActor:
         self.chunk_size = int(info["chunk_size"])
         #: servers of target-pose policies answer poses; every executed one becomes a delta command
         self.action_kind = info.get("action_kind", DELTA)
-        execution = execution or ExecutionConfig()
+        self.execution = execution = execution or ExecutionConfig()
         coeff = execution.temporal_ensemble_coeff
         n = self.chunk_size if execution.n_action_steps is None else int(execution.n_action_steps)
         if not 1 <= n <= self.chunk_size:
@@ -43,7 +47,7 @@ class RemotePolicyActor:
         self.ensembler = TemporalEnsembler(coeff, self.chunk_size) if coeff is not None else None
         self._queue: deque[np.ndarray] = deque()
 
-    def reset(self) -> None:
+    def reset(self, seed: int) -> None:
         self._queue.clear()
         if self.ensembler is not None:
             self.ensembler.reset()
@@ -73,15 +77,22 @@ class RemotePolicyActor:
             return target_to_delta(action, obs["ee_pos"], obs["ee_ori"])
         return action
 
+    def describe(self) -> dict[str, Any]:
+        return {
+            "actor": self.name,
+            "server": self.client.url,
+            "n_action_steps": self.execution.n_action_steps,
+            "temporal_ensemble_coeff": self.execution.temporal_ensemble_coeff,
+        }
+
 
 def run_remote_episodes(client: PolicyClient, eval_cfg, *, viewer: bool = False, progress: bool = True):
     """The ``eval`` plan (tasks x environments x episodes, seeds, safety, execution) through the
     server; returns ``{"summaries", "overall", "results"}`` like ``evaluate_policy``."""
     from vla_lab.eval.metrics import overall, summarize
-    from vla_lab.eval.rollout import episode_plan, run_episodes
-    from vla_lab.eval.safety import SafetyWrapper
+    from vla_lab.rollout.episode import episode_plan, run_episodes
+    from vla_lab.rollout.evaluate import make_safety
     from vla_lab.sim import SimEnv
-    from vla_lab.sim.manifest import robot
 
     if eval_cfg.backend != "sim":
         from vla_lab.config.errors import ConfigError
@@ -91,12 +102,7 @@ def run_remote_episodes(client: PolicyClient, eval_cfg, *, viewer: bool = False,
         )
     eval_cfg.check_names()
     actor = RemotePolicyActor(client, eval_cfg.execution)
-    r = robot()
-    safety = (
-        SafetyWrapper(eval_cfg.safety, r["workspace"], r["max_translation_per_step"])
-        if eval_cfg.safety.enabled
-        else None
-    )
+    safety = make_safety(eval_cfg)
     env = SimEnv(
         eval_cfg.tasks[0],
         eval_cfg.environments[0],

@@ -16,6 +16,10 @@ from vla_lab.sim.errors import SimActionError, SimCrashedError, SimStateError, S
 from vla_lab.sim.protocol import parse_obs
 
 ACTION_DIM = 7
+#: the environment's name as dataset files record it (``DemoWriter(env_name=...)``)
+ENV_NAME = "tabletop"
+#: the robot's proprioceptive observation keys, in the order policies read them
+PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
 
 
 def check_action(action: Any) -> list[float]:

@@ -1,16 +1,16 @@
 """Live view and keyboard teleoperation in a real browser (``vla-sim view``).
 
 Teleoperation: the viewer page runs the simulator itself at the control rate, driven by the keyboard,
-and sends each finished episode (frames, actions, proprio) here; episodes the operator keeps are
-appended to an HDF5 file with the project's writer, one at a time, so every saved demo is on disk at
-once. Spectating: :class:`vla_lab.sim.SimEnv` with ``viewer=True`` drives the page from Python.
+and sends each finished episode (frames, actions, proprio) here; this module checks the message and
+hands each episode the operator keeps to a sink (the recorder of :mod:`vla_lab.rollout.teleop`
+appends it to an HDF5 file at once). Spectating: :class:`vla_lab.sim.SimEnv` with ``viewer=True``
+drives the page from Python.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
@@ -61,43 +61,16 @@ def episode_arrays(header: dict[str, Any], payload: memoryview) -> dict[str, Any
     }
 
 
-class TeleopRecorder:
-    """Appends kept teleoperation episodes to ``path`` (created on the first one)."""
+class EpisodeSink(Protocol):
+    """Where kept teleoperation episodes go (``vla_lab.rollout.teleop.TeleopRecorder`` writes them
+    to HDF5): ``save`` stores one and returns its key, ``path`` names the destination."""
 
-    def __init__(self, path: Path | None):
-        self.path = Path(path) if path else None
-        self.saved: list[str] = []
-        self._lock = threading.Lock()
+    path: Path | None
 
-    def save(self, ep: dict[str, Any]) -> str:
-        if self.path is None:
-            raise SimProtocolError("this viewer was started without --record; nothing is saved")
-        from vla_lab.data.writer import DemoWriter
-        from vla_lab.sim.collect import ENV_NAME, PROPRIO_KEYS, action_space
-        from vla_lab.sim.manifest import load_manifest
-
-        man = load_manifest()
-        with self._lock:
-            with DemoWriter(
-                self.path,
-                mode="a" if self.path.exists() else "w",
-                env_name=ENV_NAME,
-                robot=man["robot"]["name"],
-                action_space=action_space(),
-                cameras=list(ep["images"]),
-                proprio_keys=PROPRIO_KEYS,
-                env_meta={
-                    "simulator": "vla_lab three.js tabletop",
-                    "sim_version": man["sim_version"],
-                    "source": "keyboard teleoperation",
-                },
-            ) as w:
-                key = w.add_episode(meta={"collector": "teleop"}, **ep)
-            self.saved.append(key)
-        return key
+    def save(self, ep: dict[str, Any]) -> str: ...
 
 
-def make_teleop_handler(recorder: TeleopRecorder, on_event=None):
+def make_teleop_handler(recorder: EpisodeSink, on_event=None):
     """A WebSocket handler for :class:`vla_lab.sim.server.SimServer` serving teleoperation pages."""
 
     def handler(conn: ServerConnection) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 
-from vla_lab.eval.actor import DATA_PROCESSOR
+from vla_lab.rollout.processor import write_data_processor
 from vla_lab.seeding import seed_torch
 from vla_lab.training import figures
 from vla_lab.training.module import peak_memory_mb
@@ -165,7 +165,7 @@ class PolicyCheckpoint(L.Callback):
         if zero:
             shutil.rmtree(tmp, ignore_errors=True)
             pl_module.policy.save_pretrained(tmp)
-            write_json(tmp / DATA_PROCESSOR, self.data_processor)
+            write_data_processor(tmp, self.data_processor)
         if self.save_trainer_state:
             trainer.save_checkpoint(tmp / TRAINER_STATE)
         if zero:

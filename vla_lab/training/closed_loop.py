@@ -19,8 +19,9 @@ import lightning as L
 import torch
 
 from vla_lab.eval.config import EvalConfig
-from vla_lab.eval.evaluate import evaluate_policy, make_env
 from vla_lab.eval.metrics import format_table
+from vla_lab.rollout.evaluate import evaluate_policy, make_env
+from vla_lab.rollout.runtime import PolicyRuntime
 from vla_lab.training.run_dir import EVAL_COLUMNS, CsvLog
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,8 @@ class ClosedLoopEval(L.Callback):
         try:
             if self._env is None:
                 self._env = make_env(self.cfg, self.spec)
-            out = evaluate_policy(
-                pl_module.policy, self.spec, self.cfg, env=self._env, run_dir=self.run_dir, step=step
-            )
+            runtime = PolicyRuntime(pl_module.policy, self.spec)
+            out = evaluate_policy(runtime, self.cfg, env=self._env, run_dir=self.run_dir, step=step)
         except Exception as err:  # an evaluation fault must never end training: record it and go on
             log.exception("closed-loop evaluation at step %d failed", step)
             self.errors.append(f"step {step}: {type(err).__name__}: {err}")

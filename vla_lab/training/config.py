@@ -40,6 +40,14 @@ class CallbacksConfig:
 
 
 def register_configs() -> None:
+    """Every schema ``train.yaml`` composes: its own groups and those of data, model, peft and eval."""
+    from vla_lab.config.schemas import register_configs as register_data
+    from vla_lab.eval.config import register_configs as register_eval
+    from vla_lab.policies.config import register_configs as register_policies
+
+    register_data()
+    register_policies()
+    register_eval()
     cs = ConfigStore.instance()
     cs.store(group="callbacks", name="_schema", node=CallbacksConfig)
     cs.store(group="optim", name="_schema", node=OptimConfig)

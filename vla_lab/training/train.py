@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from vla_lab.config.errors import ConfigError
 from vla_lab.config.schemas import to_schema
-from vla_lab.eval.actor import processor_spec
 from vla_lab.eval.config import EvalConfig
+from vla_lab.rollout.processor import processor_spec
 from vla_lab.training.callbacks import PolicyCheckpoint, RunFiles, StepSeed, latest_trainer_state
 from vla_lab.training.closed_loop import ClosedLoopEval
 from vla_lab.training.config import CallbacksConfig

@@ -23,6 +23,7 @@ from torch import nn
 
 from vla_lab.config import keys
 from vla_lab.config.errors import ConfigError
+from vla_lab.policies import registry
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,12 @@ def check_applicable(cfg: VisionPretrainConfig, model_cfg: Any, aux_keys: list[s
     """Fail before any work when the warm-up cannot run with this model and data."""
     if not cfg.steps:
         return
-    if model_cfg.get("family") != "openvla":
+    family = registry.find_family(model_cfg.get("family"))
+    if family is None or not family.vision_warmup:
+        warmable = sorted(f.name for f in registry.families() if f.vision_warmup)
         raise ConfigError(
-            f"vision_pretrain.steps={cfg.steps}: the warm-up trains OpenVLA's vision towers; "
-            f"model.family is {model_cfg.get('family')!r}"
+            f"vision_pretrain.steps={cfg.steps}: the warm-up trains the vision towers of {warmable} "
+            f"policies; model.family is {model_cfg.get('family')!r}"
         )
     if model_cfg.get("pretrained"):
         raise ConfigError(

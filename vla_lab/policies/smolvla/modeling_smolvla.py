@@ -15,10 +15,7 @@ steps from t = 1 to 0 with the prefix K/V computed once.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,14 +24,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import LlamaConfig, LlamaModel, SmolVLMConfig, SmolVLMForConditionalGeneration
 
-from vla_lab.policies import lora
-from vla_lab.policies.checkpoint import load_state_dict_files, load_strict, save_state_dict
-from vla_lab.policies.contract import VLAPolicy, check_actions, tasks_of
-from vla_lab.policies.quantization import disable_cpu_inference_repack, quantize_linears
+from vla_lab.policies.contract import check_actions, tasks_of
+from vla_lab.policies.pretrained import PretrainedPolicy
 from vla_lab.policies.smolvla.configuration_smolvla import SmolVLAConfig
 from vla_lab.policies.smolvla.processor_smolvla import SmolVLAProcessor
+from vla_lab.policies.text_tokenizer import load_tokenizer, train_bpe_tokenizer
 
-CONFIG_FILE = "config.json"
 ROPE_WAVELENGTH = 10_000  # the expert stack's own rotary base, not the VLM's rope_theta
 
 
@@ -325,20 +320,18 @@ class SmolVLAFlowMatching(nn.Module):
         ).float()
 
 
-class SmolVLAPolicy(VLAPolicy):
+class SmolVLAPolicy(PretrainedPolicy):
     name = "smolvla"
-    base_path: str | None = None
-    peft_spec = None
-    base_fingerprint: str | None = None
+    config_class = SmolVLAConfig
+    processor_class = SmolVLAProcessor
+    weights_prefix = "model."  # lerobot's layout
 
     def __init__(self, config: SmolVLAConfig, processor: SmolVLAProcessor | None) -> None:
-        super().__init__(config.chunk_size, config.n_action_steps, config.temporal_ensemble_coeff)
-        self.config = config
-        self.processor = processor
+        super().__init__(config, processor)
         self.model = SmolVLAFlowMatching(config)
         self.set_gradient_checkpointing(config.gradient_checkpointing)
 
-    # ---- freezing / peft ----
+    # ---- sub-models and freezing ----
     def submodels(self) -> dict[str, str]:
         p = "vlm_with_expert.vlm.model"
         # "projector" aliases the connector so PEFT presets written for OpenVLA apply here too.
@@ -373,22 +366,24 @@ class SmolVLAPolicy(VLAPolicy):
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.model.vlm_with_expert.gradient_checkpointing = enabled
 
-    def apply_peft(self, spec) -> SmolVLAPolicy:
-        self.base_fingerprint = lora.base_fingerprint(self.model)
-        self.peft_spec = spec
-        if spec.method == "none":
-            self.model.requires_grad_(True)
-            self.apply_default_freezing()
-            self.set_gradient_checkpointing(spec.gradient_checkpointing or self.config.gradient_checkpointing)
-            return self
-        if self.base_path is None:
-            self.base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        return lora.apply_peft(self, spec)
+    # ---- checkpoints (hooks of PretrainedPolicy) ----
+    @classmethod
+    def config_to_dict(cls, config: SmolVLAConfig) -> dict[str, Any]:
+        return config.to_json_dict()
 
-    def merge_adapters(self) -> SmolVLAPolicy:
-        lora.merge_adapters(self)
-        self.peft_spec, self.base_path = None, None
-        return self
+    @classmethod
+    def config_from_dict(cls, raw: dict[str, Any]) -> SmolVLAConfig:
+        """vla_lab's config.json or lerobot's (see ``SmolVLAConfig.from_json_dict``)."""
+        return SmolVLAConfig.from_json_dict(raw)
+
+    @classmethod
+    def new_processor(cls, config, corpus, norm_stats, action_chunks) -> SmolVLAProcessor:
+        return SmolVLAProcessor.from_config(config, build_tokenizer(config, corpus), norm_stats)
+
+    def restore_buffers(self) -> None:
+        """Rotary frequencies are not saved: rebuild them off the meta device."""
+        for stack in (self.model.vlm_with_expert.text_model, self.model.vlm_with_expert.lm_expert):
+            stack.rotary_emb = type(stack.rotary_emb)(config=stack.config)
 
     # ---- inputs ----
     def _inputs(self, observation):
@@ -423,105 +418,8 @@ class SmolVLAPolicy(VLAPolicy):
         x = self.model.sample_actions(images, tokens, masks, state, noise)
         return x[:, :, : self.config.action_dim]
 
-    # ---- persistence ----
-    def save_pretrained(self, directory: str | Path) -> None:
-        save_smolvla(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, **kwargs: Any) -> SmolVLAPolicy:
-        return load_smolvla(directory, **kwargs)
-
 
 def build_tokenizer(config: SmolVLAConfig, corpus: list[str] | None):
-    from vla_lab.policies.text_tokenizer import load_tokenizer, train_bpe_tokenizer
-
     if config.tokenizer != "train":
         return load_tokenizer(config.tokenizer)
     return train_bpe_tokenizer(corpus or [], n_text=config.text.vocab_size, n_action=0)
-
-
-def make_smolvla_policy(
-    config: SmolVLAConfig, corpus: list[str] | None = None, norm_stats: dict[str, Any] | None = None
-) -> SmolVLAPolicy:
-    if config.pretrained:
-        return load_smolvla(config.pretrained, norm_stats=norm_stats)
-    processor = SmolVLAProcessor.from_config(config, build_tokenizer(config, corpus), norm_stats)
-    return SmolVLAPolicy(config, processor)
-
-
-def save_smolvla(policy: SmolVLAPolicy, directory: str | Path) -> None:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    cfg = policy.config.to_json_dict()
-    cfg["norm_stats"] = policy.processor.norm_stats
-    if lora.is_adapted(policy):
-        lora.save_adapters(policy, directory)
-        cfg["peft"] = dataclasses.asdict(policy.peft_spec)
-        cfg["base_model"] = _base_reference(policy, directory)
-        cfg["base_fingerprint"] = policy.base_fingerprint
-    else:
-        save_state_dict({f"model.{k}": v for k, v in policy.model.state_dict().items()}, directory)
-    (directory / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
-    policy.processor.save_pretrained(directory)
-
-
-def _base_reference(policy: SmolVLAPolicy, directory: Path) -> str:
-    if policy.base_path is not None:
-        return str(Path(policy.base_path).resolve())
-    base_dir = directory / "base"
-    base_dir.mkdir(exist_ok=True)
-    save_state_dict({f"model.{k}": v for k, v in policy.base_state.items()}, base_dir)
-    (base_dir / CONFIG_FILE).write_text(json.dumps(policy.config.to_json_dict(), indent=2))
-    policy.processor.save_pretrained(base_dir)
-    return "base"
-
-
-def load_smolvla(
-    directory: str | Path,
-    norm_stats: dict[str, Any] | None = None,
-    tokenizer: str | None = None,
-    quantization: str | None = None,
-) -> SmolVLAPolicy:
-    """Loads a vla_lab or lerobot SmolVLA directory (``model.safetensors`` with ``model.*`` keys);
-    ``quantization`` ("nf4"/"int8") stores the VLM text layers' weights in that format for inference."""
-    from vla_lab.policies.config import peft_spec_from
-
-    directory = Path(directory)
-    if not (directory / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}: not a checkpoint directory")
-    raw = json.loads((directory / CONFIG_FILE).read_text())
-    if (directory / lora.ADAPTER_CONFIG).exists():
-        base_dir = Path(raw["base_model"])
-        base_dir = base_dir if base_dir.is_absolute() else directory / base_dir
-        policy = load_smolvla(base_dir, {**(raw.get("norm_stats") or {}), **(norm_stats or {})}, tokenizer)
-        spec = peft_spec_from(raw["peft"])
-        policy.model.requires_grad_(False)
-        lora.load_adapters(policy, directory, spec, raw.get("base_fingerprint"))
-        policy.peft_spec = spec
-        return policy
-    config = SmolVLAConfig.from_json_dict(raw)
-    stats = {**(raw.get("norm_stats") or {}), **(norm_stats or {})}
-    processor = SmolVLAProcessor.from_pretrained(tokenizer or directory, config, stats)
-    with torch.device("meta"):
-        policy = SmolVLAPolicy(config, processor)
-    state = load_state_dict_files(directory)
-    bad = [k for k in state if not k.startswith("model.")]
-    if bad:
-        raise ValueError(f"checkpoint {directory} has keys outside 'model.': {bad[:10]}")
-    load_strict(policy.model, {k[len("model.") :]: v for k, v in state.items()}, f"checkpoint {directory}")
-    _materialize_buffers(policy.model)
-    policy.base_path = str(directory)
-    policy.apply_default_freezing()
-    if quantization is not None:
-        quantize_linears(policy.model, [policy.submodels()["llm"]], quantization)
-        disable_cpu_inference_repack(policy.model)
-    return policy
-
-
-def _materialize_buffers(model: SmolVLAFlowMatching) -> None:
-    """Rotary frequencies are not saved: rebuild them off the meta device."""
-    for stack in (model.vlm_with_expert.text_model, model.vlm_with_expert.lm_expert):
-        stack.rotary_emb = type(stack.rotary_emb)(config=stack.config)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
-    if left:
-        raise RuntimeError(f"tensors left uninitialised after loading: {left[:10]}")

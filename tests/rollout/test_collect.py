@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import cli, run
-from tests.sim.conftest import needs_browser
+from tests.rollout.conftest import needs_browser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -103,7 +103,7 @@ def test_collect_config_composes_with_the_sim_group():
     from hydra import compose, initialize_config_dir
 
     from vla_lab.config import CONF_DIR
-    from vla_lab.sim.config import register_configs
+    from vla_lab.rollout.config import register_configs
 
     register_configs()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

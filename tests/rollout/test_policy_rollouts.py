@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import cli, run
-from tests.sim.conftest import needs_browser
-from vla_lab.sim.actors import CheckpointActor, MixtureActor
-from vla_lab.sim.collect import PROPRIO_KEYS, collect, run_episode
-from vla_lab.sim.config import PolicyCollectConfig
+from tests.rollout.conftest import needs_browser
+from vla_lab.rollout.actors import ExpertActor, MixtureActor, PolicyActor
+from vla_lab.rollout.collect import collect
+from vla_lab.rollout.config import PolicyCollectConfig
+from vla_lab.rollout.recording import record_episode
+from vla_lab.sim.env import PROPRIO_KEYS
 from vla_lab.sim.expert import ScriptedExpert
 
 SIZE = 64
@@ -64,7 +66,7 @@ def env64():
 
 @pytest.fixture(scope="module")
 def policy_actor(checkpoint):
-    return CheckpointActor(checkpoint)
+    return PolicyActor.from_checkpoint(checkpoint)
 
 
 def demos(path):
@@ -92,7 +94,7 @@ def test_dagger_labels_are_expert_actions_at_the_policys_states(env64, policy_ac
     """Replaying the executed actions reproduces every recorded frame, and at each of those states
     the recorded label is exactly the expert's action; the policy's own actions differ from it."""
     seed = 123
-    ep = run_episode(env64, policy_actor, "reach_target", seed, label="expert", max_steps=10)
+    ep = record_episode(env64, policy_actor, "reach_target", seed, label="expert", max_steps=10)
     assert ep.steps == 10 and not ep.success  # a barely trained policy does not reach the sphere
     assert ep.expert_steps == 0
     assert np.abs(ep.actions - ep.executed).mean() > 0.05
@@ -237,12 +239,9 @@ def test_beta_one_is_the_expert(tmp_path, checkpoint):
 
 @pytest.mark.timeout(120)
 def test_mixture_coin_is_seeded_per_episode(env64, policy_actor):
-    expert = ScriptedExpert()
-    from vla_lab.sim.actors import ExpertActor
-
-    mix = MixtureActor(policy_actor, ExpertActor(expert), 0.5)
-    a = run_episode(env64, mix, "reach_target", 9, label="expert", max_steps=10)
-    b = run_episode(env64, mix, "reach_target", 9, label="expert", max_steps=10)
+    mix = MixtureActor(policy_actor, ExpertActor(ScriptedExpert()), 0.5)
+    a = record_episode(env64, mix, "reach_target", 9, label="expert", max_steps=10)
+    b = record_episode(env64, mix, "reach_target", 9, label="expert", max_steps=10)
     np.testing.assert_array_equal(a.executed, b.executed)
     assert 0 < a.expert_steps < a.steps
 
@@ -251,13 +250,13 @@ def test_checkpoint_errors_name_the_field_and_path(tmp_path, checkpoint):
     bad = tmp_path / "not_a_checkpoint"
     bad.mkdir()
     with pytest.raises(ValueError, match=f"policy.checkpoint={bad} has no data_processor.json"):
-        CheckpointActor(bad)
+        PolicyActor.from_checkpoint(bad)
     with pytest.raises(ValueError, match="no such directory"):
-        CheckpointActor(tmp_path / "nowhere")
+        PolicyActor.from_checkpoint(tmp_path / "nowhere")
     # data_processor.json present but no policy next to it
     shutil.copy(checkpoint / "data_processor.json", bad / "data_processor.json")
     with pytest.raises(ValueError, match=f"policy.checkpoint={bad}: cannot load the policy"):
-        CheckpointActor(bad)
+        PolicyActor.from_checkpoint(bad)
     common = dict(tasks=["reach_target"], environment="studio", episodes_per_task=1, progress=False)
     out = tmp_path / "x.hdf5"
     with pytest.raises(ValueError, match="sim.image_size=224; collect with sim.image_size=64"):

@@ -1,12 +1,16 @@
-"""Who acts in a recorded episode: the scripted expert, a trained policy, or a per-step mixture.
+"""Who acts in an episode: the scripted expert, a trained policy, or a per-step mixture of both.
 
-One episode runner (:func:`vla_lab.sim.collect.run_episode`) drives any :class:`Actor`; what the
-file records as the action label is chosen separately (the expert's clean action at the visited
-state, or the action that was executed). That separation gives, with the same code:
+One episode loop (:func:`vla_lab.rollout.episode.run_episode`) drives any :class:`Actor`, for
+evaluation and collection alike. In collection, what the file records as the action label is chosen
+separately (the expert's clean action at the visited state, or the action that was executed). That
+separation gives, with the same code:
 
 * expert demonstrations (``ExpertActor``; DART when the expert is perturbed and labels are clean),
-* self-imitation / filtered behaviour cloning (``CheckpointActor``, executed labels, successes kept),
-* DAgger (``CheckpointActor`` or ``MixtureActor``, expert labels, every episode kept).
+* self-imitation / filtered behaviour cloning (``PolicyActor``, executed labels, successes kept),
+* DAgger (``PolicyActor`` or ``MixtureActor``, expert labels, every episode kept).
+
+A policy served by ``vla-serve`` acts through :class:`vla_lab.serve.remote.RemotePolicyActor`, which
+follows the same protocol.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vla_lab.eval.config import ExecutionConfig
+from vla_lab.rollout.runtime import PolicyRuntime
 from vla_lab.sim.expert import ScriptedExpert
 
 #: values of ``Actor.last_source``: which controller produced the action just returned
@@ -23,6 +29,10 @@ EXPERT, POLICY = "expert", "policy"
 
 
 class Actor(Protocol):
+    """Anything that turns an observation into a 7-D simulator command. ``info`` carries the
+    instruction; its privileged state is for scripted experts only (policies read the observation
+    and ``info["instruction"]``)."""
+
     #: who acts, as recorded in the episode's metadata: "expert", "policy" or "mixture"
     name: str
     #: EXPERT or POLICY: who produced the action returned by the last ``act`` call
@@ -58,59 +68,60 @@ class ExpertActor:
         }
 
 
-class CheckpointActor:
-    """A trained policy acting through :class:`vla_lab.eval.actor.PolicyActor` with the checkpoint's
-    own processor (image transform, cameras, proprio keys, normalization statistics)."""
+class PolicyActor:
+    """A trained policy acting through its :class:`PolicyRuntime` (the checkpoint's own image
+    transform, cameras, proprio keys and normalization statistics)."""
 
     name = POLICY
     last_source = POLICY
 
-    def __init__(
-        self,
+    def __init__(self, runtime: PolicyRuntime):
+        self.runtime = runtime
+
+    @classmethod
+    def from_checkpoint(
+        cls,
         checkpoint: str | Path,
         *,
-        n_action_steps: int | None = None,
-        temporal_ensemble_coeff: float | None = None,
+        execution: ExecutionConfig | None = None,
         unnorm_key: str | None = None,
         device: str = "cpu",
-    ):
-        from vla_lab.eval.actor import ExecutionConfig, PolicyActor, read_processor_spec
-        from vla_lab.eval.evaluate import policy_normalizer
-        from vla_lab.policies.factory import load_policy
+        field: str = "policy.checkpoint",
+    ) -> PolicyActor:
+        runtime = PolicyRuntime.from_checkpoint(
+            checkpoint,
+            unnorm_key=unnorm_key,
+            execution=execution or ExecutionConfig(),
+            device=device,
+            field=field,
+        )
+        return cls(runtime)
 
-        self.checkpoint = str(Path(checkpoint).resolve())
-        self.spec = read_processor_spec(checkpoint, field="policy.checkpoint")
-        self.execution = ExecutionConfig(n_action_steps, temporal_ensemble_coeff)
-        try:
-            policy = load_policy(checkpoint)
-        except (FileNotFoundError, ValueError) as e:
-            raise ValueError(f"policy.checkpoint={checkpoint}: cannot load the policy ({e})") from e
-        policy.eval()
-        key = unnorm_key if unnorm_key is not None else self.spec.get("unnorm_key")
-        normalizer = policy_normalizer(policy, key)
-        self.actor = PolicyActor(policy, self.spec, normalizer, execution=self.execution, device=device)
-        self.policy = policy
+    @property
+    def checkpoint(self) -> str | None:
+        return self.runtime.checkpoint
 
     @property
     def cameras(self) -> list[str]:
-        return list(self.spec["cameras"])
+        return list(self.runtime.cameras)
 
     @property
     def camera_size(self) -> int:
-        return int(self.spec["camera_size"])
+        return self.runtime.camera_size
 
     def reset(self, seed: int) -> None:
-        self.actor.reset()
+        self.runtime.reset()
 
     def act(self, observation: dict[str, np.ndarray], info: dict[str, Any]) -> np.ndarray:
-        return self.actor.act(observation, info)
+        return self.runtime.act(observation, str(info["instruction"]))
 
     def describe(self) -> dict[str, Any]:
+        execution = self.runtime.execution or ExecutionConfig()
         return {
             "actor": self.name,
             "checkpoint": self.checkpoint,
-            "n_action_steps": self.execution.n_action_steps,
-            "temporal_ensemble_coeff": self.execution.temporal_ensemble_coeff,
+            "n_action_steps": execution.n_action_steps,
+            "temporal_ensemble_coeff": execution.temporal_ensemble_coeff,
         }
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.sim.conftest import needs_browser
-from vla_lab.sim.collect import run_expert_episode
+from tests.rollout.conftest import needs_browser
+from vla_lab.rollout.recording import run_expert_episode
 from vla_lab.sim.expert import ScriptedExpert
 
 

@@ -1,4 +1,5 @@
-"""Demonstration collection: scripted experts in the simulator, written with the project's HDF5 writer."""
+"""Collection (``vla-collect``): episodes of the scripted expert or of a trained policy in the
+simulator, recorded by the episode loop and written with the project's HDF5 writer."""
 
 from __future__ import annotations
 
@@ -12,143 +13,26 @@ import numpy as np
 
 from vla_lab.data.format import ActionSpace
 from vla_lab.data.writer import DemoWriter
+from vla_lab.rollout.actors import EXPERT, Actor, ExpertActor, MixtureActor, PolicyActor
+from vla_lab.rollout.config import PolicyCollectConfig
+from vla_lab.rollout.recording import (
+    EXPERT_LABELS,
+    LABELS,
+    OBJECT_OFFSET_KEY,
+    OBJECT_POS_KEY,
+    Episode,
+    record_episode,
+)
 from vla_lab.sim import control
 from vla_lab.sim import manifest as mf
-from vla_lab.sim.actors import EXPERT, Actor, CheckpointActor, ExpertActor, MixtureActor
-from vla_lab.sim.config import PolicyCollectConfig
 from vla_lab.sim.control import action_space
-from vla_lab.sim.env import SimEnv
+from vla_lab.sim.env import ENV_NAME, PROPRIO_KEYS, SimEnv
 from vla_lab.sim.expert import ScriptedExpert
-
-ENV_NAME = "tabletop"
-PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
-#: privileged per-step state written next to the proprio when asked (never a policy input)
-OBJECT_POS_KEY = "object_pos"
-#: the same position relative to the tool centre point: the direction a reaching action takes
-OBJECT_OFFSET_KEY = "object_offset"
-LABELS = ("clean", "executed")
-#: labels meaning "the scripted expert's own action at the visited state"
-EXPERT_LABELS = ("clean", "expert")
 
 
 def episode_seed(seed: int, task_index: int, attempt: int) -> int:
     """Independent, reproducible episode seeds per (run seed, task, attempt)."""
     return int(np.random.SeedSequence([seed, task_index, attempt]).generate_state(1)[0])
-
-
-@dataclass
-class Episode:
-    task: str
-    seed: int
-    instruction: str
-    success: bool
-    actions: np.ndarray
-    images: dict[str, np.ndarray]
-    proprio: dict[str, np.ndarray]
-    rewards: np.ndarray
-    dones: np.ndarray
-    final_distance: float
-    steps: int
-    #: the actions that ran (``actions`` holds the recorded labels)
-    executed: np.ndarray | None = None
-    #: steps at which the scripted expert chose the executed action
-    expert_steps: int = 0
-
-
-def run_expert_episode(
-    env: SimEnv, expert: ScriptedExpert, task: str, seed: int, *, label: str = "clean"
-) -> Episode:
-    """One expert episode. ``label="clean"`` records the expert's unperturbed action at every visited
-    state while the perturbed one is executed (DART): the policy then learns to recover from the
-    drift noise causes, without learning the noise. ``label="executed"`` records what was executed."""
-    if label not in LABELS:
-        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
-    return run_episode(env, ExpertActor(expert), task, seed, label=label)
-
-
-def object_position(info: dict[str, Any], task: str) -> np.ndarray:
-    """World position of the object the instruction names: the target sphere of a reach task, else
-    the block to move (role ``object``)."""
-    target = (info.get("fixtures") or {}).get("target")
-    if target is not None:
-        return np.asarray(target["pos"], np.float32)
-    obj = (info.get("objects") or {}).get("object")
-    if obj is None:
-        raise ValueError(f"task {task!r} has neither a target fixture nor an object with role 'object'")
-    return np.asarray(obj["pos"], np.float32)
-
-
-def run_episode(
-    env: SimEnv,
-    actor: Actor,
-    task: str,
-    seed: int,
-    *,
-    label: str = "expert",
-    max_steps: int | None = None,
-    record_object_pos: bool = False,
-    action_kind: str = control.DELTA,
-) -> Episode:
-    """One episode driven by ``actor`` (expert, policy or mixture), recorded step by step.
-
-    ``label`` chooses the recorded action: ``"expert"`` (or ``"clean"``) = the scripted expert's own
-    action at every visited state (``info["expert_action"]``: DART for a perturbed expert, DAgger for
-    a policy), ``"executed"`` = the action that ran. ``Episode.executed`` always holds what ran and
-    ``Episode.expert_steps`` how many of those steps the expert chose. ``max_steps`` shortens the
-    task's own step budget. ``action_kind`` is the space labels and ``Episode.executed`` are written
-    in: the actor always commands deltas; ``target_ee`` records the expert's target pose
-    (``info["expert_target"]``) and the pose an executed delta heads for."""
-    control.check_kind(action_kind, "action_space")
-    if label not in EXPERT_LABELS + ("executed",):
-        raise ValueError(f"label must be one of {EXPERT_LABELS + ('executed',)}, got {label!r}")
-    options: dict[str, Any] = {"task": task}
-    if max_steps is not None:
-        options["max_steps"] = int(max_steps)
-    obs, info = env.reset(seed=seed, options=options)
-    actor.reset(seed)
-    frames: dict[str, list[np.ndarray]] = {c: [] for c in env.cameras}
-    keys = PROPRIO_KEYS + ([OBJECT_POS_KEY, OBJECT_OFFSET_KEY] if record_object_pos else [])
-    proprio: dict[str, list[np.ndarray]] = {k: [] for k in keys}
-    labels, executed, rewards, dones = [], [], [], []
-    expert_steps = 0
-    for _ in range(int(info["max_steps"])):
-        for c in env.cameras:
-            frames[c].append(obs[c])
-        for k in PROPRIO_KEYS:
-            proprio[k].append(obs[k])
-        if record_object_pos:
-            where = object_position(info, task)
-            proprio[OBJECT_POS_KEY].append(where)
-            proprio[OBJECT_OFFSET_KEY].append(where - np.asarray(obs["ee_pos"], np.float32))
-        a = np.asarray(actor.act(obs, info), dtype=np.float32)
-        expert_steps += actor.last_source == EXPERT
-        if action_kind == control.TARGET:
-            clean = ScriptedExpert.clean_target(info)
-            ran = control.delta_to_target(a, obs["ee_pos"], obs["ee_ori"])
-        else:
-            clean, ran = ScriptedExpert.clean_action(info), a
-        obs, r, term, trunc, info = env.step(a)
-        labels.append(clean if label in EXPERT_LABELS else ran)
-        executed.append(ran)
-        rewards.append(r)
-        dones.append(term or trunc)
-        if term or trunc:
-            break
-    return Episode(
-        task=task,
-        seed=seed,
-        instruction=str(info["instruction"]),
-        success=bool(info["success"]),
-        actions=np.stack(labels).astype(np.float32),
-        images={c: np.stack(v) for c, v in frames.items()},
-        proprio={k: np.stack(v).astype(np.float32) for k, v in proprio.items()},
-        rewards=np.asarray(rewards, np.float32),
-        dones=np.asarray(dones, bool),
-        final_distance=float(info["distance_to_goal"]),
-        steps=len(labels),
-        executed=np.stack(executed).astype(np.float32),
-        expert_steps=expert_steps,
-    )
 
 
 @dataclass
@@ -218,10 +102,9 @@ def make_actor(
     checked against the simulator's cameras and image size before any episode runs."""
     if policy is None or policy.checkpoint is None:
         return ExpertActor(expert)
-    ckpt = CheckpointActor(
+    ckpt = PolicyActor.from_checkpoint(
         policy.checkpoint,
-        n_action_steps=policy.execution.n_action_steps,
-        temporal_ensemble_coeff=policy.execution.temporal_ensemble_coeff,
+        execution=policy.execution,
         unnorm_key=policy.unnorm_key,
         device=policy.device,
     )
@@ -300,23 +183,7 @@ def collect(
     labelled_by = EXPERT if label in EXPERT_LABELS else actor.name
     env = SimEnv(tasks[0], environment, **kwargs)
     man = mf.load_manifest()
-    env_meta = {
-        "simulator": "vla_lab three.js tabletop",
-        "sim_version": man["sim_version"],
-        "protocol_version": man["protocol_version"],
-        "environment": environment,
-        "control_dt": man["robot"]["control_dt"],
-        "robot": man["robot"],
-        "orientation_convention": man["orientation_convention"],
-        "image_size": env.image_size,
-        "randomization": env.randomization,
-        "expert": {"noise_std": noise_std, "random_action_prob": random_action_prob, "label": label},
-    }
-    if record_object_pos:
-        env_meta["privileged_obs"] = {
-            OBJECT_POS_KEY: "world position (m) of the object the instruction names",
-            OBJECT_OFFSET_KEY: "that position minus the tool centre point's (m)",
-        }
+    env_meta = _env_meta(env, man, environment, noise_std, random_action_prob, label, record_object_pos)
     if rollouts:
         env_meta["rollouts"] = {
             **actor.describe(),
@@ -348,7 +215,7 @@ def collect(
                 limit = math.ceil(episodes_per_task * max_attempts_factor)
                 while count.kept < episodes_per_task and count.attempts < limit:
                     s = episode_seed(seed, ti, count.attempts)
-                    ep = run_episode(
+                    ep = record_episode(
                         env,
                         actor,
                         task,
@@ -394,6 +261,36 @@ def collect(
     return summary
 
 
+def _env_meta(
+    env: SimEnv,
+    man: dict[str, Any],
+    environment: str,
+    noise_std: float,
+    random_action_prob: float,
+    label: str,
+    record_object_pos: bool,
+) -> dict[str, Any]:
+    """The file's description of the simulator, the scenes and the expert."""
+    meta: dict[str, Any] = {
+        "simulator": "vla_lab three.js tabletop",
+        "sim_version": man["sim_version"],
+        "protocol_version": man["protocol_version"],
+        "environment": environment,
+        "control_dt": man["robot"]["control_dt"],
+        "robot": man["robot"],
+        "orientation_convention": man["orientation_convention"],
+        "image_size": env.image_size,
+        "randomization": env.randomization,
+        "expert": {"noise_std": noise_std, "random_action_prob": random_action_prob, "label": label},
+    }
+    if record_object_pos:
+        meta["privileged_obs"] = {
+            OBJECT_POS_KEY: "world position (m) of the object the instruction names",
+            OBJECT_OFFSET_KEY: "that position minus the tool centre point's (m)",
+        }
+    return meta
+
+
 def _episode_meta(ep: Episode, actor: Actor, label: str, labelled_by: str) -> dict[str, Any]:
     """Who acted and who labelled, how far the labels are from what ran, and the outcome."""
     meta: dict[str, Any] = {
@@ -407,8 +304,8 @@ def _episode_meta(ep: Episode, actor: Actor, label: str, labelled_by: str) -> di
         "expert_steps": ep.expert_steps,
         "label_executed_l1": float(np.abs(ep.actions - ep.executed).mean()),
     }
-    if isinstance(actor, CheckpointActor | MixtureActor):
-        ckpt = actor if isinstance(actor, CheckpointActor) else actor.policy
+    if isinstance(actor, PolicyActor | MixtureActor):
+        ckpt = actor if isinstance(actor, PolicyActor) else actor.policy
         meta["checkpoint"] = ckpt.checkpoint
     if isinstance(actor, MixtureActor):
         meta["beta"] = actor.beta

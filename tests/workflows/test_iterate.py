@@ -1,4 +1,4 @@
-"""`vla-iterate` (python -m vla_lab.iterate): rounds of collect → train → evaluate, each stage the real
+"""`vla-iterate` (python -m vla_lab.cli.iterate): rounds of collect → train → evaluate, each stage the real
 CLI in a subprocess; the full two-round DAgger run on tiny settings is the slow test."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 
 from tests.sim.conftest import needs_browser
 from vla_lab.eval.metrics import wilson_interval
-from vla_lab.training.iterate import IterateConfig, IterateTrainConfig, RoundLayout, round_stages
+from vla_lab.workflows.iterate import RoundLayout, options, round_stages
+from vla_lab.workflows.pipeline import compose_pipeline
 
 #: a tiny model on 64 px renders (56 px model input), a few batches per round
 TINY_TRAIN = (
@@ -46,7 +47,7 @@ TINY = tiny()
 def iterate_cli(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "VLA_LAB_ROOT": str(cwd)}
     return subprocess.run(
-        [sys.executable, "-m", "vla_lab.iterate", *args],
+        [sys.executable, "-m", "vla_lab.cli.iterate", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -89,11 +90,12 @@ def test_dry_run_prints_every_rounds_commands(tmp_path):
 
 
 def test_scratch_rounds_never_start_from_the_previous_checkpoint(tmp_path):
-    cfg = IterateConfig(out=str(tmp_path), rounds=3, train=IterateTrainConfig(init="scratch"))
-    layout = RoundLayout(tmp_path, cfg)
+    cfg = compose_pipeline("iterate", [f"out={tmp_path}", "rounds=3", "train.init=scratch"])
+    layout = RoundLayout(tmp_path, options(cfg))
     for k in range(3):
-        train = next(s for s in round_stages(cfg, layout, k) if s.name == "train")
-        assert not any(a.startswith("model.pretrained=") for a in train.args)
+        train = next(s for s in round_stages(cfg, layout, k) if s.command == "train")
+        assert train.name == f"round {k} train"
+        assert not any(a.startswith("model.pretrained=") for a in train.overrides)
 
 
 @pytest.mark.timeout(120)
@@ -182,3 +184,13 @@ def test_two_rounds_of_dagger_produce_the_per_round_table(tmp_path):
         acted = [json.loads(f["data"][f"demo_{i}"].attrs["meta"])["acted_by"] for i in range(6)]
     assert acted == ["expert"] * 4 + ["policy"] * 2
     assert (out / "commands.txt").read_text().count("vla-") == 6
+
+
+def test_a_rounds_stages_log_to_its_directory_within_the_time_limit(tmp_path):
+    cfg = compose_pipeline("iterate", [f"out={tmp_path}", "rounds=2", "stage_timeout_s=30"])
+    collect, train, evaluate = round_stages(cfg, RoundLayout(tmp_path, options(cfg)), 1)
+    assert [s.command for s in (collect, train, evaluate)] == ["collect", "train", "eval"]
+    for stage in (collect, train, evaluate):
+        assert stage.log == tmp_path / "round_1" / f"{stage.command}.log" and stage.timeout_s == 30
+    # vla-collect exits 1 when a task fell short; the episodes it kept still count
+    assert collect.ok_exit_codes == (0, 1) and train.ok_exit_codes == evaluate.ok_exit_codes == (0,)
