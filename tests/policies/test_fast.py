@@ -261,6 +261,10 @@ def test_a_checkpoint_whose_tokenizer_disagrees_with_its_config_is_refused(train
     raw = json.loads(path.read_text())
     raw["scale"] = 20.0
     path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"fast_tokenizer/\S+: \d+ bytes, checkpoint_manifest.json says"):
+        load_policy(tmp_path / "ckpt")  # the manifest notices the edit first
+    # a checkpoint assembled by hand has no manifest: the tokenizer check itself refuses it
+    (tmp_path / "ckpt" / "checkpoint_manifest.json").unlink()
     with pytest.raises(ValueError, match=r"model.fast_scale=10.0 but the tokenizer has 20.0"):
         load_policy(tmp_path / "ckpt")
 

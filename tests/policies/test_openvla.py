@@ -261,6 +261,10 @@ def test_checkpoint_of_another_size_lists_mismatches(tiny, tmp_path):
     cfg["text_config"]["num_hidden_layers"] = 3
     cfg["text_config"]["hidden_size"] = 256
     cfg_path.write_text(json.dumps(cfg))
+    # a config edited by hand: the manifest refuses it; without one the weights are diffed
+    with pytest.raises(ValueError, match=r"config.json: \d+ bytes, checkpoint_manifest.json says"):
+        load_policy(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "checkpoint_manifest.json").unlink()
     with pytest.raises(ValueError, match=r"missing keys: .*layers\.2\..*\n.*shape mismatches"):
         load_policy(tmp_path / "ckpt")
 

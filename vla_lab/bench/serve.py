@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vla_lab.fileio import atomic_write_text
+
 CHUNK, SIZE, REQUESTS, WARMUP = 8, 224, 30, 3
 CLIENTS, THROUGHPUT_S = (1, 4, 8), 4.0
 INSTRUCTION = "pick up the red block"
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     result = run(args.out)
-    (args.out / "serve.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(args.out / "serve.json", json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

@@ -1,7 +1,11 @@
-"""HF-style weight files: sharded safetensors + index, strict loading with a readable diff."""
+"""HF-style weight files: sharded safetensors + index, strict loading with a readable diff, and a
+manifest (``checkpoint_manifest.json``: each file's size and sha256) written last at save and checked
+at load, so a truncated, replaced or bit-flipped file is refused naming it instead of loading
+silently."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,6 +15,7 @@ from torch import nn
 
 WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+MANIFEST = "checkpoint_manifest.json"
 
 
 def save_state_dict(
@@ -41,14 +46,80 @@ def save_state_dict(
 
 def load_state_dict_files(directory: Path) -> dict[str, torch.Tensor]:
     if (directory / WEIGHTS).exists():
-        return load_file(str(directory / WEIGHTS))
+        return _load_safetensors(directory / WEIGHTS)
     if (directory / INDEX).exists():
-        weight_map = json.loads((directory / INDEX).read_text())["weight_map"]
+        weight_map = read_json(directory / INDEX)["weight_map"]
         state: dict[str, torch.Tensor] = {}
         for fname in sorted(set(weight_map.values())):
-            state.update(load_file(str(directory / fname)))
+            state.update(_load_safetensors(directory / fname))
         return state
     raise FileNotFoundError(f"no {WEIGHTS} or {INDEX} in {directory}")
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing weight file") from None
+    except Exception as e:  # safetensors raises its own error type, without the path
+        raise ValueError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from e
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; an unreadable or unparseable file is an error naming it."""
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path) -> None:
+    """Size and sha256 of every file under ``directory`` (written last, after the checkpoint)."""
+    from vla_lab.fileio import atomic_write_text
+
+    files = {
+        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
+    atomic_write_text(directory / MANIFEST, json.dumps({"version": 1, "files": files}, indent=1))
+
+
+def verify_manifest(directory: Path) -> None:
+    """Refuses a checkpoint whose files differ from its manifest (checkpoints without one, such as
+    upstream releases, load unchecked)."""
+    path = directory / MANIFEST
+    if not path.exists():
+        return
+    files = read_json(path).get("files")
+    if not isinstance(files, dict):
+        raise ValueError(f"{path}: no 'files' table")
+    for name, want in files.items():
+        file = directory / name
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: listed in {MANIFEST} but missing")
+        size = file.stat().st_size
+        if size != want.get("bytes"):
+            raise ValueError(
+                f"{file}: {size} bytes, {MANIFEST} says {want.get('bytes')} (truncated or replaced)"
+            )
+        if _sha256(file) != want.get("sha256"):
+            raise ValueError(
+                f"{file}: contents differ from {MANIFEST} (sha256 mismatch: corrupted or edited)"
+            )
 
 
 def _listing(names: list[str], limit: int = 12) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_lab.policies import registry
+from vla_lab.policies.checkpoint import verify_manifest
 from vla_lab.policies.config import model_config_from, peft_spec_from
 from vla_lab.policies.pretrained import model_type_of, read_config
 
@@ -32,10 +33,11 @@ def load_policy(directory: str | Path, **kwargs: Any):
     """Loads a checkpoint directory written by ``save_pretrained`` (or an official one); ``kwargs``
     go to ``PretrainedPolicy.from_pretrained``."""
     directory = Path(directory)
+    verify_manifest(directory)  # before any file of it is read
     model_type = model_type_of(read_config(directory))
     family = registry.family_for_model_type(model_type)
     if family is None:
         raise ValueError(
             f"{directory}/config.json has model_type {model_type!r}: not a policy vla_lab can load"
         )
-    return family.load(directory, **kwargs)
+    return family.load(directory, verify=False, **kwargs)

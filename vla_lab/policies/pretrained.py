@@ -25,7 +25,14 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from vla_lab.policies import lora
-from vla_lab.policies.checkpoint import load_state_dict_files, load_strict, save_state_dict
+from vla_lab.policies.checkpoint import (
+    load_state_dict_files,
+    load_strict,
+    read_json,
+    save_state_dict,
+    verify_manifest,
+    write_manifest,
+)
 from vla_lab.policies.config import PeftSpec, peft_spec_from
 from vla_lab.policies.contract import VLAPolicy
 from vla_lab.policies.processor import StepProcessor
@@ -39,7 +46,7 @@ BASE_DIR = "base"
 def read_config(directory: Path) -> dict[str, Any]:
     if not (directory / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}: not a checkpoint directory")
-    return json.loads((directory / CONFIG_FILE).read_text())
+    return read_json(directory / CONFIG_FILE)
 
 
 def model_type_of(raw: dict[str, Any]) -> str | None:
@@ -188,6 +195,7 @@ class PretrainedPolicy(VLAPolicy):
             save_state_dict(self._checkpoint_names(self.model.state_dict()), directory)
         (directory / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
         self.processor.save_pretrained(directory)
+        write_manifest(directory)
 
     def _base_reference(self, directory: Path) -> str:
         if self.base_path is not None:
@@ -214,6 +222,7 @@ class PretrainedPolicy(VLAPolicy):
         quantization: str | None = None,
         tokenizer: str | None = None,
         action_chunks: Any = None,
+        verify: bool = True,
     ) -> PretrainedPolicy:
         """Loads a checkpoint directory written by ``save_pretrained`` or by the family's upstream.
 
@@ -221,11 +230,16 @@ class PretrainedPolicy(VLAPolicy):
         ``quantization`` ("nf4" / "int8": the LLM's linear layers, for inference) apply to full
         checkpoints (an adapter checkpoint's PEFT spec decides its own); ``tokenizer`` is a directory
         holding the tokenizer when the checkpoint ships none; ``overrides`` and ``action_chunks``
-        are what ``build`` passes on (see the family's ``checkpoint_config`` / ``finish_loading``)."""
+        are what ``build`` passes on (see the family's ``checkpoint_config`` / ``finish_loading``);
+        ``verify=False`` skips the manifest check a caller has already made."""
         directory = Path(directory)
+        if verify:
+            verify_manifest(directory)  # covers base/ too when the base lives beside the adapters
         raw = read_config(directory)
         adapted = is_adapter_checkpoint(directory)
         base_dir = base_of(directory, raw) if adapted else directory
+        if adapted and not base_dir.is_relative_to(directory):
+            verify_manifest(base_dir)
         base_raw = read_config(base_dir) if adapted else raw
         config = cls.checkpoint_config(base_raw, raw if adapted else None, overrides, base_dir)
         policy = cls.skeleton(config)

@@ -19,6 +19,7 @@ from vla_lab.eval.config import EvalConfig
 from vla_lab.eval.metrics import format_table, overall, summarize
 from vla_lab.eval.safety import SafetyWrapper
 from vla_lab.eval.video import save_gif
+from vla_lab.fileio import atomic_write_text
 from vla_lab.rollout.actors import PolicyActor
 from vla_lab.rollout.episode import episode_plan, run_episodes_parallel
 from vla_lab.rollout.runtime import PolicyRuntime
@@ -137,8 +138,8 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         "episodes": [r.to_row() for r in out["results"]],
         "config": OmegaConf.to_container(cfg.eval, resolve=True),
     }
-    (out_dir / "eval_results.json").write_text(json.dumps(result, indent=2))
-    (out_dir / "eval_table.md").write_text(table + "\n")
+    atomic_write_text(out_dir / "eval_results.json", json.dumps(result, indent=2))
+    atomic_write_text(out_dir / "eval_table.md", table + "\n")
     print(table)
     o = out["overall"]
     print(

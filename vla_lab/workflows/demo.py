@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, open_dict
 
 from vla_lab.eval.metrics import wilson_interval
+from vla_lab.fileio import atomic_write_text
 from vla_lab.workflows.pipeline import set_context, stage_of
 from vla_lab.workflows.stages import Stage, StageRunner
 
@@ -95,7 +96,7 @@ def run_demo(cfg: DictConfig) -> dict[str, Any] | None:
     results["base_in_source"] = {t["task"]: t["success_rate"] for t in final_closed_loop(base_run)}
     results["wall_time_s"] = round(time.perf_counter() - started)
     results["runs"] = {"pretrain": str(base_run), "finetune": str(ft_run), "zero_shot_eval": str(eval_dir)}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     print(f"\nresults: {out / 'results.json'}  (wall time {results['wall_time_s']}s)")
     return results
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_lab.eval.metrics import wilson_interval
+from vla_lab.fileio import atomic_write_text
 
 
 def collect_summary(log: Path) -> dict[str, Any] | None:
@@ -125,5 +126,5 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
-    (out / "iterate_results.json").write_text(json.dumps(results, indent=2))
-    (out / "iterate_results.md").write_text(markdown_table(results))
+    atomic_write_text(out / "iterate_results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "iterate_results.md", markdown_table(results))
