@@ -15,6 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from vla_lab.cli.hydra_app import HydraApp
 from vla_lab.config import CONF_DIR
 from vla_lab.rollout.config import register_configs
 
@@ -64,7 +65,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _main()
+    HydraApp("vla-collect").run(_main)
     sys.exit(_exit_code[0])
 
 

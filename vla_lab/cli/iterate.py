@@ -15,6 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from vla_lab.cli.hydra_app import HydraApp
 from vla_lab.config import CONF_DIR
 from vla_lab.config.errors import ConfigError
 from vla_lab.workflows import register_configs
@@ -39,7 +40,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _main()
+    HydraApp("vla-iterate").run(_main)
     sys.exit(_exit_code[0])
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from vla_lab.cli.hydra_app import register_all
+from vla_lab.cli.hydra_app import HydraApp, register_all
 from vla_lab.config import CONF_DIR
 from vla_lab.policies import registry
 from vla_lab.policies.config import model_config_from, peft_spec_from
@@ -22,9 +22,11 @@ def plan_from_cfg(cfg: DictConfig) -> dict[str, Any]:
 
 
 register_all()
+APP = HydraApp("vla-model")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="model", version_base=None)
+@APP.task
 def _main(cfg: DictConfig) -> None:
     choices = hydra.core.hydra_config.HydraConfig.get().runtime.choices
     result = {"model": choices.get("model"), "peft": choices.get("peft"), **plan_from_cfg(cfg)}
@@ -41,7 +43,7 @@ def main() -> None:
         "hydra/job_logging=disabled",
         "hydra/hydra_logging=disabled",
     ]
-    _main()
+    APP.run(_main)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from vla_lab.cli.hydra_app import register_all
+from vla_lab.cli.hydra_app import HydraApp, register_all
 from vla_lab.config import CONF_DIR
 
 register_all()
@@ -132,7 +132,7 @@ def _main(dcfg: DictConfig) -> None:
 
 
 def main() -> None:
-    _main()
+    HydraApp("vla-serve").run(_main)
     sys.exit(_exit_code[0])
 
 
