@@ -49,7 +49,15 @@ def _main(cfg: DictConfig) -> None:
             max_steps=cfg.max_steps,
             record_object_pos=cfg.record_object_pos,
             action_kind=cfg.action_space,
+            resume=cfg.resume,
         )
+    except KeyboardInterrupt:
+        print(
+            f"vla-collect: interrupted; the finished demos are kept: rerun with resume=true to continue {cfg.out}",
+            file=sys.stderr,
+        )
+        _exit_code[0] = 130
+        return
     except ValueError as e:
         print(f"vla-collect: {e}", file=sys.stderr)
         _exit_code[0] = 2

@@ -170,6 +170,21 @@ class DemoWriter:
         data.attrs["total"] = int(data.attrs["total"]) + t
         return key
 
+    def copy_episode(self, demo: h5py.Group) -> str:
+        """Append an episode of another file of this layout as it is (datasets, chunking,
+        checksums and attributes); returns its key here."""
+        cams = [c for c in self.cameras if fmt.camera_dataset(c) not in demo[fmt.OBS_GROUP]]
+        if cams:
+            raise DataError(
+                f"missing cameras {cams}", file=str(demo.file.filename), demo=demo.name, key="obs"
+            )
+        key = fmt.demo_key(self.num_demos)
+        data = self._file[fmt.DATA_GROUP]
+        self._file.copy(demo, data, name=key)
+        data.attrs["num_demos"] = self.num_demos + 1
+        data.attrs["total"] = int(data.attrs["total"]) + int(demo[fmt.ACTIONS].shape[0])
+        return key
+
     def _check_episode(self, key, actions, images, proprio) -> int:
         where = {"file": str(self.path), "demo": key}
         if actions.ndim != 2 or actions.shape[0] == 0:

@@ -3,6 +3,8 @@ simulator, recorded by the episode loop and written with the project's HDF5 writ
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from vla_lab.data.format import ActionSpace
 from vla_lab.data.writer import DemoWriter
 from vla_lab.rollout.actors import EXPERT, Actor, ExpertActor, MixtureActor, PolicyActor
 from vla_lab.rollout.config import PolicyCollectConfig
+from vla_lab.rollout.journal import CollectJournal
 from vla_lab.rollout.recording import (
     EXPERT_LABELS,
     LABELS,
@@ -27,7 +30,10 @@ from vla_lab.sim import control
 from vla_lab.sim import manifest as mf
 from vla_lab.sim.control import action_space
 from vla_lab.sim.env import ENV_NAME, PROPRIO_KEYS, SimEnv
+from vla_lab.sim.errors import SimError
 from vla_lab.sim.expert import ScriptedExpert
+
+log = logging.getLogger(__name__)
 
 
 def episode_seed(seed: int, task_index: int, attempt: int) -> int:
@@ -143,8 +149,10 @@ def collect(
     max_steps: int | None = None,
     record_object_pos: bool = False,
     action_kind: str = control.DELTA,
+    resume: bool = False,
 ) -> CollectSummary:
-    """Record episodes into ``out``. Without ``policy`` (or with ``policy.checkpoint`` null) the
+    """Record episodes into ``out``. Finished episodes are committed as they complete
+    (:mod:`vla_lab.rollout.journal`); ``resume`` continues an interrupted collection of ``out``. Without ``policy`` (or with ``policy.checkpoint`` null) the
     scripted expert acts and ``label`` / ``keep_failures`` apply. With a checkpoint the policy acts
     (mixed with the expert by ``policy.beta``), ``policy.label`` chooses the recorded action and
     ``policy.keep`` which episodes are written (see :class:`PolicyCollectConfig`)."""
@@ -190,45 +198,64 @@ def collect(
             "label": label,
             "keep": "all" if keep_all else "successes",
         }
-    summary = CollectSummary(out=str(out), per_task={t: TaskCount() for t in tasks}, actor=actor.name)
+    header = {
+        "env_name": ENV_NAME,
+        "robot": man["robot"]["name"],
+        "action_space": action_space(action_kind),
+        "cameras": list(env.cameras),
+        # object_pos is written but not declared as proprio: the datamodule's default state
+        # inputs are the declared keys, and privileged state must never become an input
+        "proprio_keys": PROPRIO_KEYS,
+        "env_meta": env_meta,
+    }
+    params = {
+        "tasks": list(tasks),
+        "environment": environment,
+        "seed": int(seed),
+        "label": label,
+        "keep_all": bool(keep_all),
+        "max_steps": max_steps,
+        "append": bool(append),
+        "env_meta": json.loads(json.dumps(env_meta)),
+    }
+    try:
+        journal = CollectJournal(out, params, list(tasks), resume=resume)
+    except BaseException:
+        env.close()
+        raise
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=episodes_per_task * len(tasks), desc="collect", unit="demo", dynamic_ncols=True)
+        done = sum(c["kept"] for c in journal.counts.values())
+        bar = tqdm(
+            total=episodes_per_task * len(tasks),
+            initial=done,
+            desc="collect",
+            unit="demo",
+            dynamic_ncols=True,
+        )
     t0 = time.monotonic()
     try:
-        with DemoWriter(
-            out,
-            mode="a" if append else "w",
-            env_name=ENV_NAME,
-            robot=man["robot"]["name"],
-            action_space=action_space(action_kind),
-            cameras=list(env.cameras),
-            # object_pos is written but not declared as proprio: the datamodule's default state
-            # inputs are the declared keys, and privileged state must never become an input
-            proprio_keys=PROPRIO_KEYS,
-            env_meta=env_meta,
-        ) as writer:
-            for ti, task in enumerate(tasks):
-                count = summary.per_task[task]
-                limit = math.ceil(episodes_per_task * max_attempts_factor)
-                while count.kept < episodes_per_task and count.attempts < limit:
-                    s = episode_seed(seed, ti, count.attempts)
-                    ep = record_episode(
-                        env,
-                        actor,
-                        task,
-                        s,
-                        label=label,
-                        max_steps=max_steps,
-                        record_object_pos=record_object_pos,
-                        action_kind=action_kind,
-                    )
-                    count.attempts += 1
-                    count.successes += ep.success
-                    count.steps += ep.steps
-                    if ep.success or keep_all:
+        for ti, task in enumerate(tasks):
+            count = journal.counts[task]
+            limit = math.ceil(episodes_per_task * max_attempts_factor)
+            while count["kept"] < episodes_per_task and count["attempts"] < limit:
+                s = episode_seed(seed, ti, count["attempts"])
+                ep = _record_retrying_faults(
+                    env,
+                    actor,
+                    task,
+                    s,
+                    label=label,
+                    max_steps=max_steps,
+                    record_object_pos=record_object_pos,
+                    action_kind=action_kind,
+                )
+                part = None
+                if ep.success or keep_all:
+                    part = journal.next_part()
+                    with DemoWriter(part, mode="w", **header) as writer:
                         writer.add_episode(
                             actions=ep.actions,
                             images=ep.images,
@@ -242,23 +269,47 @@ def collect(
                             seed=s,
                             meta=_episode_meta(ep, actor, label, labelled_by),
                         )
-                        count.kept += 1
-                        if bar is not None:
-                            bar.update(1)
-                    if bar is not None:
-                        bar.set_postfix(
-                            {
-                                t: f"{c.successes}/{c.attempts}"
-                                for t, c in summary.per_task.items()
-                                if c.attempts
-                            }
-                        )
+                journal.record(task, steps=ep.steps, success=ep.success, part=part)
+                if bar is not None:
+                    bar.update(part is not None)
+                    bar.set_postfix(
+                        {
+                            t: f"{c['successes']}/{c['attempts']}"
+                            for t, c in journal.counts.items()
+                            if c["attempts"]
+                        }
+                    )
     finally:
         if bar is not None:
             bar.close()
         env.close()
+    # every task is done: the parts become the output in one atomic replacement
+    with DemoWriter(out, mode="a" if append else "w", **header) as writer:
+        for demo in journal.episodes():
+            writer.copy_episode(demo)
+    journal.remove()
+    summary = CollectSummary(
+        out=str(out), per_task={t: TaskCount(**c) for t, c in journal.counts.items()}, actor=actor.name
+    )
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+#: attempts of one episode when the simulator fails under it (a crashed or hung renderer restarts)
+FAULT_RETRIES = 2
+
+
+def _record_retrying_faults(env: SimEnv, actor: Actor, task: str, seed: int, **kwargs: Any) -> Episode:
+    """One episode; a simulator fault reruns it with the same seed on a fresh browser (the same
+    episode, since episodes depend only on their seed), up to ``FAULT_RETRIES`` times."""
+    for attempt in range(FAULT_RETRIES + 1):
+        try:
+            return record_episode(env, actor, task, seed, **kwargs)
+        except SimError as err:
+            if attempt == FAULT_RETRIES:
+                raise
+            log.warning("episode %s seed %d: simulator fault (%s); running it again", task, seed, err)
+    raise AssertionError("unreachable")
 
 
 def _env_meta(

@@ -86,6 +86,8 @@ class CollectConfig:
     max_attempts_factor: float = 2.0
     #: append to an existing file instead of replacing it
     append: bool = False
+    #: continue an interrupted collection of ``out`` from its journal (same settings required)
+    resume: bool = False
     progress: bool = True
     #: step budget of every episode; null = each task's own
     max_steps: int | None = None
