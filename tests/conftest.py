@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 
 from vla_lab.config.compose import compose_run
 from vla_lab.data.synthetic import make_demo_file, make_libero_suite
+from vla_lab.sim.browser import DEFAULT_CHROMIUM
+from vla_lab.sim.manifest import WEB_ROOT
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,3 +66,24 @@ def run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.Complete
 
 def cli(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
+
+
+HAVE_CHROMIUM = Path(os.environ.get("VLA_LAB_CHROMIUM") or DEFAULT_CHROMIUM).is_file()
+HAVE_MODULES = (WEB_ROOT / "node_modules" / "three").is_dir() and (
+    WEB_ROOT / "node_modules" / "@dimforge"
+).is_dir()
+HAVE_NODE = shutil.which("node") is not None
+
+BROWSER_MISSING = "headless Chromium or the simulator's npm packages are missing; run `make sim-deps`"
+
+
+@pytest.fixture
+def _browser_required():
+    # In CI a missing browser is a broken set-up, not a reason to pass without the simulator.
+    if not (HAVE_CHROMIUM and HAVE_MODULES):
+        if os.environ.get("CI") == "true":
+            pytest.fail(BROWSER_MISSING + " (CI=true: a failure, not a skip)")
+        pytest.skip(BROWSER_MISSING)
+
+
+needs_browser = pytest.mark.usefixtures("_browser_required")

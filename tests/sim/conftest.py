@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 from pathlib import Path
 
 import pytest
 
-from vla_lab.sim.browser import DEFAULT_CHROMIUM
-from vla_lab.sim.manifest import WEB_ROOT
-
-HAVE_CHROMIUM = Path(os.environ.get("VLA_LAB_CHROMIUM") or DEFAULT_CHROMIUM).is_file()
-HAVE_MODULES = (WEB_ROOT / "node_modules" / "three").is_dir() and (
-    WEB_ROOT / "node_modules" / "@dimforge"
-).is_dir()
-HAVE_NODE = shutil.which("node") is not None
-
-needs_browser = pytest.mark.skipif(
-    not (HAVE_CHROMIUM and HAVE_MODULES),
-    reason="headless Chromium or the simulator's npm packages are missing; run `make sim-deps`",
-)
+from tests.conftest import HAVE_CHROMIUM, HAVE_MODULES, HAVE_NODE, needs_browser  # noqa: F401  (shared)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -167,13 +168,16 @@ def test_tiny_train_closed_loop_eval_and_wandb_offline(tmp_path, data_file, monk
     # every 2 steps (2, 4); the epoch-end and final evaluations at step 4 are not repeated
     assert [r.split(",")[0] for r in rows[1:]] == ["2", "4"]
     assert all(",reach_target,studio,2," in r for r in rows[1:])
+    # a broken simulator fails every episode with a fault: the run must show none
+    with open(run / "eval_log.csv", newline="") as fh:
+        assert [int(r["faults"]) for r in csv.DictReader(fh)] == [0, 0]
     summary = json.loads((run / "summary.json").read_text())
     assert [e["step"] for e in summary["closed_loop"]] == [2, 4]
     assert summary["closed_loop"][-1]["overall"]["episodes"] == 2
     assert summary["best"]["metric"] == "eval/success_rate" and summary["eval_errors"] == []
     # what `make demo` reports for the fine-tuned policy: the run's last closed-loop table
     (last,) = final_closed_loop(run)
-    assert (last["task"], last["episodes"], last["step"]) == ("reach_target", 2, 4)
+    assert (last["task"], last["episodes"], last["step"], last["faults"]) == ("reach_target", 2, 4, 0)
     for name in ("training_loss.png", "validation_metrics.png", "success_rates.png"):
         assert (run / "figures" / name).stat().st_size > 1000, name
     assert list((run / "figures").glob("episode_reach_target_studio_*.gif"))
