@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.sim.conftest import chromium_processes, kill_group, needs_browser
@@ -213,3 +214,41 @@ def test_oversized_messages_close_the_page_connection():
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
     finally:
         server.close()
+
+
+def _gpu_processes() -> list[int]:
+    pids = []
+    for pid in chromium_processes():
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()  # Chromium rewrites its argv as one title
+        except OSError:
+            continue
+        if b"--type=gpu-process" in cmd:
+            pids.append(pid)
+    return pids
+
+
+@pytest.mark.sim
+@needs_browser
+@pytest.mark.timeout(180)
+def test_a_dead_renderer_fails_the_episode_and_the_next_reset_recovers():
+    """Killing Chromium's GPU process leaves a live page answering with frozen frames: the
+    environment notices, fails the episode naming the renderer, and the next reset renders again."""
+    env = SimEnv("reach_target", "studio", timeout=15.0)
+    try:
+        env.reset(seed=1)
+        group = set(group_members(env.backend.browsers[0].pgid))
+        gpu = [p for p in _gpu_processes() if p in group]
+        assert gpu, "no GPU process found in the browser's process group"
+        for pid in gpu:
+            os.kill(pid, signal.SIGKILL)
+        move = np.array([1.0, 0, 0, 0, 0, 0, 1.0], np.float32)
+        with pytest.raises(SimCrashedError, match="renderer froze"):
+            for _ in range(40):
+                env.step(move)
+                move[0] = -move[0]  # back and forth: the gripper keeps moving inside the workspace
+        first, _ = env.reset(seed=1)  # a fresh browser
+        later, *_ = env.step(move)
+        assert not np.array_equal(first["agentview"], later["agentview"])
+    finally:
+        env.close()

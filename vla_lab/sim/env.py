@@ -15,6 +15,11 @@ from vla_lab.sim.backend import SimBackend
 from vla_lab.sim.errors import SimActionError, SimCrashedError, SimStateError, SimTimeoutError
 from vla_lab.sim.protocol import parse_obs
 
+#: consecutive byte-identical frames, while the gripper moves, that mean the renderer is dead
+FROZEN_STEPS = 3
+#: gripper motion (m, any axis) in one step that must show in the images
+FROZEN_MOTION_M = 1e-3
+
 ACTION_DIM = 7
 #: the environment's name as dataset files record it (``DemoWriter(env_name=...)``)
 ENV_NAME = "tabletop"
@@ -121,6 +126,7 @@ class SimEnv(gym.Env):
         self._active = False
         self._closed = False
         self._last_obs: dict[str, np.ndarray] | None = None
+        self._frozen_steps = 0
         self.last_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -199,6 +205,7 @@ class SimEnv(gym.Env):
         }
         reply, payload = self._request(header)
         obs, result = parse_obs(reply, payload)
+        self._frozen_steps = 0
         self._active = True
         self._last_obs = obs
         self.last_info = result["info"]
@@ -214,12 +221,31 @@ class SimEnv(gym.Env):
         a = check_action(action)
         reply, payload = self._request({"type": "step", "action": a})
         obs, result = parse_obs(reply, payload)
+        self._check_rendering(obs)
         self._last_obs = obs
         info = result["info"]
         self.last_info = info
         if result["terminated"] or result["truncated"]:
             self._active = False
         return obs, result["reward"], result["terminated"], result["truncated"], info
+
+    def _check_rendering(self, obs: dict[str, np.ndarray]) -> None:
+        """A renderer that died under a live page (e.g. Chromium's GPU process) keeps answering
+        with the same image: frames that stay byte-identical while the gripper moves are that, not
+        a still scene. After ``FROZEN_STEPS`` of them the browser is dropped (the next reset starts
+        a fresh one) and the episode fails with the reason."""
+        prev = self._last_obs
+        if prev is None:
+            return
+        moved = float(np.abs(obs["ee_pos"] - prev["ee_pos"]).max()) > FROZEN_MOTION_M
+        same = all(np.array_equal(obs[c], prev[c]) for c in self.cameras)
+        self._frozen_steps = self._frozen_steps + 1 if (moved and same) else 0
+        if self._frozen_steps >= FROZEN_STEPS:
+            self._drop_backend()
+            raise SimCrashedError(
+                f"the renderer froze: {self._frozen_steps} frames unchanged while the gripper moved; "
+                "the next reset starts a fresh browser"
+            )
 
     def render(self):
         if self._last_obs is None:
