@@ -32,6 +32,9 @@ def _start(out, cwd):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its browser dies with it when the group is killed
+        # a shell that started this run in the background may have set SIGINT to "ignore", which
+        # children inherit; the user's Ctrl-C is what this test plays, so restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
