@@ -12,12 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hydra.errors import HydraException
-
-from vla_lab.config.errors import ConfigError
+from vla_lab.cli.pipeline import exit_status
 from vla_lab.workflows.demo import run_demo
 from vla_lab.workflows.pipeline import compose_pipeline, render_value
-from vla_lab.workflows.stages import StageFailed
 
 #: flag -> the conf/pipeline/demo.yaml value it sets (defaults are the config's)
 FLAGS = {
@@ -59,15 +56,7 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        run_demo(compose_pipeline("demo", overrides_of(args)))
-    except (ConfigError, HydraException) as e:
-        print(f"vla-demo: {e}", file=sys.stderr)
-        return 2
-    except StageFailed as e:
-        print(f"vla-demo: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status("vla-demo", lambda: run_demo(compose_pipeline("demo", overrides_of(args))))
 
 
 if __name__ == "__main__":

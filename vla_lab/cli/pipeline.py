@@ -23,25 +23,34 @@ from vla_lab.workflows.stages import StageFailed
 DRIVERS = {"demo": run_demo, "iterate": iterate, "stages": run_stages}
 
 
+def exit_status(prog: str, run) -> int:
+    """``run()`` with a workflow's outcomes as exit statuses: 0 done, 1 a stage failed, 2 bad
+    configuration; the message goes to stderr."""
+    try:
+        run()
+    except (ConfigError, HydraException) as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    except StageFailed as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_pipeline(name: str, overrides: list[str]) -> None:
+    cfg = compose_pipeline(name, overrides)
+    driver = cfg.pipeline.get("driver", "stages")
+    if driver not in DRIVERS:
+        raise ConfigError(f"pipeline.driver: unknown driver {driver!r}; valid: {', '.join(DRIVERS)}")
+    DRIVERS[driver](cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__ + "\npipelines: " + ", ".join(pipeline_names()))
         return 0 if argv else 2
-    name, overrides = argv[0], argv[1:]
-    try:
-        cfg = compose_pipeline(name, overrides)
-        driver = cfg.pipeline.get("driver", "stages")
-        if driver not in DRIVERS:
-            raise ConfigError(f"pipeline.driver: unknown driver {driver!r}; valid: {', '.join(DRIVERS)}")
-        DRIVERS[driver](cfg)
-    except (ConfigError, HydraException) as e:
-        print(f"vla-pipeline: {e}", file=sys.stderr)
-        return 2
-    except StageFailed as e:
-        print(f"vla-pipeline: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status("vla-pipeline", lambda: run_pipeline(argv[0], argv[1:]))
 
 
 if __name__ == "__main__":

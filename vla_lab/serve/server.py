@@ -33,6 +33,7 @@ from vla_lab.serve.config import ServeConfig
 from vla_lab.serve.protocol import (
     Request,
     RequestError,
+    _short,
     encode_binary_reply,
     json_reply,
     parse_binary_request,
@@ -316,11 +317,6 @@ def _host_name(host: str | None) -> str | None:
     except ValueError:  # e.g. an unterminated IPv6 bracket or a port that is not a number
         return None
     return name.lower() if name else None
-
-
-def _short(value: str | None, n: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _url_host(host: str) -> str:

@@ -238,8 +238,8 @@ class SimEnv(gym.Env):
         if prev is None:
             return
         moved = float(np.abs(obs["ee_pos"] - prev["ee_pos"]).max()) > FROZEN_MOTION_M
-        same = all(np.array_equal(obs[c], prev[c]) for c in self.cameras)
-        self._frozen_steps = self._frozen_steps + 1 if (moved and same) else 0
+        frozen = moved and all(np.array_equal(obs[c], prev[c]) for c in self.cameras)
+        self._frozen_steps = self._frozen_steps + 1 if frozen else 0
         if self._frozen_steps >= FROZEN_STEPS:
             self._drop_backend()
             raise SimCrashedError(

@@ -169,25 +169,14 @@ class SimServer:
         if url.path == "/session":
             if not self._redeem(query.get("boot", [""])[0]):
                 return conn.respond(http.HTTPStatus.FORBIDDEN, "unknown or already used boot code\n")
-            body = json.dumps({"ws": self.socket_url}).encode()
-            headers = Headers(
-                [
-                    ("Content-Type", "application/json"),
-                    ("Content-Length", str(len(body))),
-                    ("Cache-Control", "no-store"),
-                ]
-            )
-            return Response(200, "OK", headers, body)
+            return _ok(json.dumps({"ws": self.socket_url}).encode(), "application/json")
         rel = url.path.lstrip("/") or "index.html"
         path = (self.web_root / rel).resolve()
         if not path.is_relative_to(self.web_root) or not path.is_file():
             return conn.respond(http.HTTPStatus.NOT_FOUND, f"not found: {url.path}\n")
         body = _read_static(path)
         ctype = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        headers = Headers(
-            [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
-        )
-        return Response(200, "OK", headers, body)
+        return _ok(body, ctype)
 
     def _handler(self, conn: ServerConnection) -> None:
         # Small request frames must not wait for Nagle's algorithm (it costs up to 40 ms per step).
@@ -229,3 +218,10 @@ class SimServer:
     def close(self) -> None:
         self._server.shutdown()
         self._thread.join(timeout=5)
+
+
+def _ok(body: bytes, ctype: str) -> Response:
+    headers = Headers(
+        [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    )
+    return Response(200, "OK", headers, body)
