@@ -280,3 +280,43 @@ def test_emphasis_draws_frames_by_how_far_an_aux_key_is_from_zero(demo_file):
 def test_emphasis_key_must_be_an_aux_key(demo_file):
     with pytest.raises(ConfigError, match="data.emphasis.key"):
         _dm(demo_file, aux_keys=[], emphasis={"key": "object_offset"})
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    [
+        {"crop": {"enabled": False}},  # the demo's: colour jitter alone, done batch-wide
+        {"crop": {"enabled": True, "scale": [0.8, 1.0]}, "noise": {"enabled": True, "std": 0.05}},
+        None,
+    ],
+)
+def test_a_loader_batch_is_its_samples_collated(demo_file, augmentation, tmp_path):
+    """Batches are assembled whole (one colour-jitter pass per batch), yet every image's random
+    draws still come from its own sampler seed: the loader's batch equals dataset[(i, seed)] collated."""
+    from torch.utils.data import default_collate
+
+    dm = _dm(demo_file, augmentation=augmentation, batch_size=6, samples_per_epoch=12, image_size=20)
+    loader = dm.train_dataloader()
+    keys_ = list(loader.sampler)[:6]
+    batch = next(iter(loader))
+    expected = default_collate([dm.train_set[k] for k in keys_])
+    assert batch.keys() == expected.keys()
+    for k, v in expected.items():
+        if isinstance(v, torch.Tensor):
+            torch.testing.assert_close(batch[k], v, atol=1e-6, rtol=0, msg=k)
+        else:
+            assert batch[k] == v, k
+    assert dm.train_set.cached_bytes > 0  # the episodes read were kept
+
+
+def test_frame_cache_respects_its_budget_and_streams_past_it(demo_file):
+    frame_bytes = 32 * 32 * 3  # the recorded frames (demo_file), whatever the training size
+    dm = _dm(demo_file, cache_bytes=0, image_size=20)
+    streamed = [dm.train_set[i][keys.image_key("agentview")] for i in range(0, 40, 7)]
+    assert dm.train_set.cached_bytes == 0
+    one_episode = dm.train_set.episodes[0].length * frame_bytes
+    dm_small = _dm(demo_file, cache_bytes=one_episode, image_size=20)
+    cached = [dm_small.train_set[i][keys.image_key("agentview")] for i in range(0, 40, 7)]
+    assert 0 < dm_small.train_set.cached_bytes <= one_episode
+    for a, b in zip(streamed, cached, strict=True):
+        assert torch.equal(a, b)

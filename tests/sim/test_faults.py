@@ -18,6 +18,7 @@ from tests.sim.conftest import chromium_processes, kill_group, needs_browser
 from vla_lab.sim import SimCrashedError, SimEnv, SimTimeoutError
 from vla_lab.sim.browser import OWNER_FILE, PROFILE_PREFIX, group_members, sweep_stale_profiles
 from vla_lab.sim.server import SimServer
+from vla_lab.sim.vector import VectorSimEnv
 
 pytestmark = [pytest.mark.sim, needs_browser, pytest.mark.timeout(120)]
 
@@ -252,3 +253,30 @@ def test_a_dead_renderer_fails_the_episode_and_the_next_reset_recovers():
         assert not np.array_equal(first["agentview"], later["agentview"])
     finally:
         env.close()
+
+
+@pytest.mark.sim
+@needs_browser
+@pytest.mark.timeout(180)
+def test_a_dead_renderer_under_a_vector_env_fails_its_step_and_reset_envs_recovers():
+    """The same check in ``VectorSimEnv``: its renderer killed, the step that notices raises naming
+    the renderer; the next ``reset_envs`` starts a fresh browser that renders again."""
+    venv = VectorSimEnv(2, "reach_target", "studio", pages=1, timeout=15.0)
+    try:
+        venv.reset_envs({0: {"seed": 1}, 1: {"seed": 2}})
+        group = set(group_members(venv.backend.browsers[0].pgid))
+        gpu = [p for p in _gpu_processes() if p in group]
+        assert gpu, "no GPU process found in the browser's process group"
+        for pid in gpu:
+            os.kill(pid, signal.SIGKILL)
+        move = np.array([1.0, 0, 0, 0, 0, 0, 1.0], np.float32)
+        with pytest.raises(SimCrashedError, match="renderer froze"):
+            for _ in range(40):
+                venv.step_envs({0: move, 1: move})
+                move[0] = -move[0]
+        assert venv.backend is None  # dropped
+        first = venv.reset_envs({0: {"seed": 1}})[0][0]
+        later = venv.step_envs({0: move})[0][0]
+        assert not np.array_equal(first["agentview"], later["agentview"])
+    finally:
+        venv.close()

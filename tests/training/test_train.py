@@ -115,8 +115,10 @@ def test_checkpoint_evaluates_standalone(tmp_path, data_file):
 
 
 def _parallel_environments_match_sequential(checkpoint, tmp_path):
-    """Two simulators side by side (shared weights, one action queue each) give the sequential run's
-    episodes exactly, in plan order, with the same recorded videos."""
+    """Simulators side by side (shared weights, one action queue each), stepped together with one
+    batched forward (vectorized, three slots for four episodes: a slot takes the next episode when
+    its own ends) or a thread each, give the sequential run's episodes exactly, in plan order, with
+    the same recorded videos."""
     from vla_lab.eval.config import EvalConfig
     from vla_lab.rollout.evaluate import evaluate_policy
     from vla_lab.rollout.runtime import PolicyRuntime
@@ -124,7 +126,7 @@ def _parallel_environments_match_sequential(checkpoint, tmp_path):
     runtime = PolicyRuntime.from_checkpoint(checkpoint)
     runtime.policy.train()  # evaluation switches to eval mode and back
     episodes = {}
-    for n in (1, 2):
+    for n, vectorized in ((1, True), (3, True), (2, False)):
         cfg = EvalConfig(
             tasks=["reach_target", "pick_block"],
             environments=["studio"],
@@ -132,12 +134,13 @@ def _parallel_environments_match_sequential(checkpoint, tmp_path):
             max_steps=5,
             render_size=64,
             num_envs=n,
+            vectorized=vectorized,
             videos_per_task=1,
         )
         out = evaluate_policy(runtime, cfg, run_dir=tmp_path / f"parallel_{n}")
         episodes[n] = [(r.task, r.seed, r.success, r.steps, r.final_distance) for r in out["results"]]
         assert len(out["videos"]) == 2  # the first episode of each task
-    assert len(episodes[1]) == 4 and episodes[1] == episodes[2]
+    assert len(episodes[1]) == 4 and episodes[1] == episodes[3] == episodes[2]
     assert runtime.policy.training  # evaluation ran in eval mode and restored the caller's mode
 
 

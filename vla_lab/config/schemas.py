@@ -177,6 +177,10 @@ class DataConfig:
     chunk_size: int = 1
     batch_size: int = 8
     num_workers: int = 2
+    #: Decoded frames kept in memory per loader process (an episode at a time, on first use) up to
+    #: this many bytes; later episodes stream from their files. Forked workers share what the
+    #: parent holds; each fills its own. 0 streams every frame.
+    cache_bytes: int = 4 * 2**30
     val_fraction: float = 0.1
     split_seed: int = 0
     normalization: str = "bounds_q99"
@@ -199,6 +203,7 @@ class DataConfig:
         _check(self.chunk_size >= 1, "data.chunk_size", f"must be >= 1, got {self.chunk_size}")
         _check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        _check(self.cache_bytes >= 0, "data.cache_bytes", f"must be >= 0, got {self.cache_bytes}")
         _check(0 <= self.val_fraction < 1, "data.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
         _check(bool(self.cameras), "data.cameras", "needs at least one camera")
         _check(

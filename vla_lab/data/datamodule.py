@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from vla_lab.config.schemas import DataConfig, LiberoDataConfig, to_schema
-from vla_lab.data.dataset import DemoDataset
+from vla_lab.data.dataset import DemoDataset, collate_batch
 from vla_lab.data.errors import DataError, EmptyDatasetError
 from vla_lab.data.filter import FilterReport, filter_episodes
 from vla_lab.data.format import ActionSpace
@@ -134,6 +134,7 @@ class DemoDataModule(L.LightningDataModule):
             geometric=geometric if train else None,
             source_ids=[s for _, s in pairs],
             episode_offset=offset,
+            cache_bytes=self.cfg.cache_bytes,
         )
 
     def _common_action_space(self) -> ActionSpace:
@@ -172,6 +173,7 @@ class DemoDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             drop_last=False,
+            collate_fn=collate_batch,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,25 +1,31 @@
 """Frame-level dataset over demonstration files.
 
 Low-dimensional arrays (actions, proprio) of the selected episodes are loaded once at construction
-(bytes per transition: 4·(A + P)); images are read frame by frame through an HDF5 handle that each
-DataLoader worker opens for itself on first use, so the dataset is safe with ``num_workers > 0`` and
-its memory does not grow with the number of images.
+(bytes per transition: 4·(A + P)); images are read through an HDF5 handle that each DataLoader
+worker opens for itself on first use, so the dataset is safe with ``num_workers > 0``. An episode's
+decoded frames are kept in memory on first use (one read for the whole episode) while the process's
+``cache_bytes`` budget lasts; past it, frames stream from the file one by one.
+
+A DataLoader asks for whole batches (``__getitems__``, collated by ``collate_batch``): the per-image
+draws stay per sample and seeded as in ``dataset[(i, seed)]``, so a batch is the same as its samples
+collated, while the colour jitter runs once over the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from vla_lab.config import keys
 from vla_lab.data.normalize import Normalizer
 from vla_lab.data.reader import DemoSource, EpisodeRef
-from vla_lab.data.transforms import GeometricAugment
+from vla_lab.data.transforms import BatchAugment, GeometricAugment
 from vla_lab.seeding import cpu_rng_seeded
 
 
@@ -38,6 +44,7 @@ class DemoDataset(Dataset):
         source_ids: Sequence[int] | None = None,
         episode_offset: int = 0,
         aux_keys: Sequence[str] = (),
+        cache_bytes: int = 0,
     ):
         self.sources, self.episodes = sources, list(episodes)
         self.aux_keys = list(aux_keys)
@@ -56,6 +63,12 @@ class DemoDataset(Dataset):
         )
         self._handles: dict[str, h5py.File] = {}
         self._pid = os.getpid()
+        self.cache_bytes = cache_bytes
+        self._frames: dict[tuple[int, str], np.ndarray] = {}
+        self._cache_free = cache_bytes
+        self._batch_augment = (
+            BatchAugment(image_transform) if hasattr(image_transform, "transforms") else None
+        )
 
     def _load_low_dim(self) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[np.ndarray]]]:
         by_file: dict[str, list[int]] = {}
@@ -107,6 +120,23 @@ class DemoDataset(Dataset):
             f = self._handles[path] = self.sources[path].open()
         return f
 
+    def frame(self, e: int, camera: str, t: int) -> np.ndarray:
+        """Frame ``t`` of episode ``e``: from memory when the episode is cached or fits the budget."""
+        frames = self._frames.get((e, camera))
+        ep = self.episodes[e]
+        if frames is None:
+            src, f = self.sources[ep.file], self._handle(ep.file)
+            shape = src.image_dataset(f, ep.demo, camera).shape
+            if int(np.prod(shape)) > self._cache_free:
+                return src.read_frame(f, ep.demo, camera, t)
+            frames = self._frames[(e, camera)] = src.read_frames(f, ep.demo, camera)
+            self._cache_free -= frames.nbytes
+        return frames[t]
+
+    @property
+    def cached_bytes(self) -> int:
+        return self.cache_bytes - self._cache_free
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         """``dataset[i]``, or ``dataset[(i, seed)]`` to draw that sample's augmentation from ``seed``."""
         if isinstance(key, tuple):
@@ -115,18 +145,36 @@ class DemoDataset(Dataset):
                 return self._sample(int(index))
         return self._sample(int(key))
 
-    def _sample(self, index: int) -> dict:
+    def __getitems__(self, keys_: list) -> dict:
+        """The batch of ``dataset[k] for k in keys_``, collated, with the colour jitter's pixel work
+        done once for the whole batch (``BatchAugment``)."""
+        if self._batch_augment is None:
+            return [self[k] for k in keys_]
+        pending = []
+        for key in keys_:
+            index, seed = key if isinstance(key, tuple) else (key, None)
+            with cpu_rng_seeded(seed) if seed is not None else contextlib.nullcontext():
+                pending.append(self._sample(int(index), self._batch_augment.prepare))
+        batch = default_collate([{k: v for k, v in s.items() if k not in self._image_keys} for s in pending])
+        for cam in self.cameras:
+            images, factors = zip(*(s[keys.image_key(cam)] for s in pending), strict=True)
+            batch[keys.image_key(cam)] = self._batch_augment.finish(list(images), list(factors))
+        return batch
+
+    @property
+    def _image_keys(self) -> set[str]:
+        return {keys.image_key(cam) for cam in self.cameras}
+
+    def _sample(self, index: int, transform=None) -> dict:
         e, t = int(self._ep_of[index]), int(self._t_of[index])
-        ep = self.episodes[e]
-        src, f = self.sources[ep.file], self._handle(ep.file)
-        images = {
-            cam: torch.from_numpy(src.read_frame(f, ep.demo, cam, t)).permute(2, 0, 1) for cam in self.cameras
-        }
+        images = {cam: torch.from_numpy(self.frame(e, cam, t)).permute(2, 0, 1) for cam in self.cameras}
         actions, is_pad = self._chunk(self._actions[e], t)
         actions = torch.from_numpy(actions)
         if self.geometric is not None and self.geometric.active:
             images, actions = self.geometric(images, actions)
-        sample = {keys.image_key(cam): self.image_transform(img) for cam, img in images.items()}
+        transform = transform or self.image_transform
+        sample = {keys.image_key(cam): transform(img) for cam, img in images.items()}
+        ep = self.episodes[e]
         if self.normalizer is not None:
             actions = self.normalizer.normalize_action(actions)
         sample[keys.ACTION] = actions
@@ -167,9 +215,16 @@ class DemoDataset(Dataset):
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handles"] = {}  # h5py handles cannot be pickled (spawn start method); workers reopen
+        # a spawned worker fills a cache of its own (a forked one shares the parent's pages)
+        state["_frames"], state["_cache_free"] = {}, self.cache_bytes
         return state
 
     def close(self) -> None:
         for f in self._handles.values():
             f.close()
         self._handles = {}
+
+
+def collate_batch(batch: dict | list[dict]) -> dict:
+    """The DataLoader's ``collate_fn``: a dataset's ``__getitems__`` already returns a batch."""
+    return batch if isinstance(batch, dict) else default_collate(batch)

@@ -71,7 +71,8 @@ def h5_errors(file: str, demo: str | None = None, key: str | None = None):
         yield
     except DataError:
         raise
-    except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
+    # IndexError: h5py's reads past a (corrupted or short) dataset's end
+    except (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
         raise DataFormatError(
             f"cannot read ({type(exc).__name__}: {exc})", file=file, demo=demo, key=key
         ) from exc
@@ -159,6 +160,7 @@ class DemoSource:
             self.flip_images = _as_str(attrs.get("image_convention", "upright")) != "upright"
             self.env_name = _as_str(attrs.get("env_name", ""))
             self.file_instruction = None
+            self._check_header_types()
         else:
             self.action_space = fmt.ActionSpace()
             self.cameras = list(LIBERO_CAMERAS)
@@ -166,6 +168,31 @@ class DemoSource:
             self.flip_images = True  # LIBERO renders with the OpenGL convention: rows bottom-up
             self.env_name = "libero"
             self.file_instruction = self._libero_instruction(attrs)
+
+    def _check_header_types(self) -> None:
+        """JSON attributes that parse but hold the wrong types would fail later, far from here."""
+        for key, value in (("cameras", self.cameras), ("proprio_keys", self.proprio_keys)):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise DataFormatError(
+                    f"must be a JSON list of names, got {str(value)[:60]}",
+                    file=self.path,
+                    key=f"data.attrs.{key}",
+                )
+        space = self.action_space
+        if not (
+            isinstance(space.names, list) and space.names and all(isinstance(n, str) for n in space.names)
+        ):
+            raise DataFormatError(
+                "names must be a non-empty list of strings", file=self.path, key="data.attrs.action_space"
+            )
+        if not isinstance(space.gripper_dims, list) or not all(
+            type(d) is int and 0 <= d < space.dim for d in space.gripper_dims
+        ):
+            raise DataFormatError(
+                f"gripper_dims must be indices below {space.dim}",
+                file=self.path,
+                key="data.attrs.action_space",
+            )
 
     def _libero_instruction(self, attrs) -> str:
         if self.format == LIBERO:
@@ -182,8 +209,9 @@ class DemoSource:
         return instruction_from_filename(self.path)
 
     def _list_episodes(self, f: h5py.File) -> list[EpisodeRef]:
-        data = f[fmt.DATA_GROUP]
-        names = sorted((k for k in data if k.startswith(fmt.DEMO_PREFIX)), key=fmt.demo_sort_key)
+        with h5_errors(self.path, key=fmt.DATA_GROUP):  # a corrupted group fails while listed
+            data = f[fmt.DATA_GROUP]
+            names = sorted((k for k in data if k.startswith(fmt.DEMO_PREFIX)), key=fmt.demo_sort_key)
         return [self._episode_ref(data, n) for n in names]
 
     def _episode_ref(self, data: h5py.Group, name: str) -> EpisodeRef:
@@ -191,18 +219,22 @@ class DemoSource:
             g = data[name]
             if fmt.ACTIONS not in g:
                 raise DataFormatError("missing dataset", file=self.path, demo=name, key=fmt.ACTIONS)
+            if not isinstance(g[fmt.ACTIONS], h5py.Dataset) or not g[fmt.ACTIONS].ndim:
+                raise DataFormatError("not an array of steps", file=self.path, demo=name, key=fmt.ACTIONS)
             length = int(g[fmt.ACTIONS].shape[0])
         attrs = g.attrs
         if self.format == VLA_LAB:
-            return EpisodeRef(
-                self.path,
-                name,
-                length,
-                _as_str(attrs.get("language_instruction", "")),
-                bool(attrs.get("success", True)),
-                _as_str(attrs.get("task", "")),
-                _as_str(attrs.get("environment", "")),
-            )
+            # attributes live in the (unchecksummed) object header: a damaged one fails as it is read
+            with h5_errors(self.path, name, "attrs"):
+                return EpisodeRef(
+                    self.path,
+                    name,
+                    length,
+                    _as_str(attrs.get("language_instruction", "")),
+                    bool(attrs.get("success", True)),
+                    _as_str(attrs.get("task", "")),
+                    _as_str(attrs.get("environment", "")),
+                )
         task = Path(self.path).name.removesuffix(".hdf5").removesuffix("_demo")
         # LIBERO keeps only successful demos (the regenerated files drop failures explicitly).
         return EpisodeRef(self.path, name, length, self.file_instruction, True, task, "libero")
@@ -264,6 +296,16 @@ class DemoSource:
         with h5_errors(self.path, demo, f"obs/{fmt.camera_dataset(camera)}[{t}]"):
             frame = ds[t]
         return np.ascontiguousarray(frame[::-1, ::-1]) if self.flip_images else frame
+
+    def read_frames(self, f: h5py.File, demo: str, camera: str) -> np.ndarray:
+        """All of an episode's (T, H, W, 3) uint8 frames, upright: one read instead of T. A read that
+        fails is retried frame by frame, so that the error names the corrupted frame."""
+        ds = self.image_dataset(f, demo, camera)
+        try:
+            frames = ds[()]
+        except OSError:
+            return np.stack([self.read_frame(f, demo, camera, t) for t in range(ds.shape[0])])
+        return np.ascontiguousarray(frames[:, ::-1, ::-1]) if self.flip_images else frames
 
     def open(self) -> h5py.File:
         return open_h5(self.path)

@@ -86,16 +86,17 @@ def build_image_transform(aug: AugmentationConfig, size: int, *, train: bool) ->
 _GRAY = torch.tensor([0.2989, 0.587, 0.114], device="cpu")
 
 
-def hue_rotation_matrix(hue: float) -> torch.Tensor:
-    """Rotation of RGB about the gray axis by ``hue`` turns (W3C Filter Effects ``hue-rotate``)."""
-    c, s = math.cos(2 * math.pi * hue), math.sin(2 * math.pi * hue)
-    return torch.tensor(
-        [
-            [0.213 + c * 0.787 - s * 0.213, 0.715 - c * 0.715 - s * 0.715, 0.072 - c * 0.072 + s * 0.928],
-            [0.213 - c * 0.213 + s * 0.143, 0.715 + c * 0.285 + s * 0.140, 0.072 - c * 0.072 - s * 0.283],
-            [0.213 - c * 0.213 - s * 0.787, 0.715 - c * 0.715 + s * 0.715, 0.072 + c * 0.928 + s * 0.072],
-        ]
-    )
+def hue_rotation_matrix(hue: float | torch.Tensor) -> torch.Tensor:
+    """Rotation of RGB about the gray axis by ``hue`` turns (W3C Filter Effects ``hue-rotate``):
+    (3, 3) for a number, (N, 3, 3) for N hues."""
+    turns = 2 * math.pi * torch.as_tensor(hue, dtype=torch.float32)
+    c, s = torch.cos(turns), torch.sin(turns)
+    rows = [
+        [0.213 + c * 0.787 - s * 0.213, 0.715 - c * 0.715 - s * 0.715, 0.072 - c * 0.072 + s * 0.928],
+        [0.213 - c * 0.213 + s * 0.143, 0.715 + c * 0.285 + s * 0.140, 0.072 - c * 0.072 - s * 0.283],
+        [0.213 - c * 0.213 - s * 0.787, 0.715 - c * 0.715 + s * 0.715, 0.072 + c * 0.928 + s * 0.072],
+    ]
+    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
 
 
 class LinearColorJitter(torch.nn.Module):
@@ -104,7 +105,9 @@ class LinearColorJitter(torch.nn.Module):
     Brightness, contrast and saturation are exactly torchvision's (one clamp at the end instead of
     one per step); hue is a rotation about the gray axis instead of an HSV round trip: the same kind
     of change at ~1/30 of the cost, which is what keeps augmentation off the training's critical path
-    on CPU. Factors are drawn as ``T.ColorJitter`` draws them; float (3, H, W) input in [0, 1].
+    on CPU. Factors are drawn as ``T.ColorJitter`` draws them; float (3, H, W) input in [0, 1], or
+    (N, 3, H, W) with factors drawn for each image in turn. ``draw`` and ``apply`` split the two, so
+    that a batch's factors can come from each sample's own seed and its pixels from one pass.
     """
 
     def __init__(self, brightness: float = 0.0, contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=None):
@@ -116,23 +119,57 @@ class LinearColorJitter(torch.nn.Module):
     def _draw(lo: float, hi: float) -> float:
         return float(torch.empty(()).uniform_(lo, hi)) if hi > lo else lo
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        b = self._draw(*self.brightness)
-        c = self._draw(*self.contrast)
-        s = self._draw(*self.saturation)
-        h = self._draw(-self.hue, self.hue)
-        eye, gray_rows = torch.eye(3), _GRAY.expand(3, 3)
-        matrix = b * torch.eye(3)  # brightness
+    def draw(self) -> tuple[float, float, float, float]:
+        """One image's (brightness, contrast, saturation, hue) from the CPU generator."""
+        return (
+            self._draw(*self.brightness),
+            self._draw(*self.contrast),
+            self._draw(*self.saturation),
+            self._draw(-self.hue, self.hue),
+        )
+
+    @staticmethod
+    def apply(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) images, (N, 4) factors from ``draw``: every image's colour map at once."""
+        b, c, s, h = factors.to(images.dtype).unbind(-1)
+        eye = torch.eye(3, dtype=images.dtype)
+        saturate = s[:, None, None] * eye + (1 - s)[:, None, None] * _GRAY.to(images.dtype).expand(3, 3)
+        matrix = (c * b)[:, None, None] * saturate  # brightness, contrast, then saturation
         # contrast blends towards the (brightened) image's mean gray: an offset, not a matrix
-        offset = (1 - c) * b * (img.mean((-2, -1)) @ _GRAY)
-        matrix = c * matrix
-        matrix = (s * eye + (1 - s) * gray_rows) @ matrix  # saturation
-        offset = offset * ((s * eye + (1 - s) * gray_rows) @ torch.ones(3))
-        if h:
-            rot = hue_rotation_matrix(h)
-            matrix, offset = rot @ matrix, rot @ offset
-        out = torch.einsum("ij,jhw->ihw", matrix, img) + offset[:, None, None]
+        offset = ((1 - c) * b * (images.mean((-2, -1)) @ _GRAY.to(images.dtype)))[:, None] * saturate.sum(-1)
+        if bool((h != 0).any()):
+            rotate = torch.where((h != 0)[:, None, None], hue_rotation_matrix(h), eye)
+            matrix, offset = rotate @ matrix, (rotate @ offset[..., None])[..., 0]
+        out = torch.einsum("nij,njhw->nihw", matrix, images) + offset[:, :, None, None]
         return out.clamp_(0.0, 1.0)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        images = img[None] if img.dim() == 3 else img
+        factors = torch.tensor([self.draw() for _ in range(len(images))])
+        out = self.apply(images, factors)
+        return out[0] if img.dim() == 3 else out
+
+
+class BatchAugment:
+    """A per-image training transform applied to a batch: each image's random draws come from its
+    own seed (the sampler's), exactly as when the images are transformed one by one, but a trailing
+    ``LinearColorJitter`` only draws per image and maps the colours of the whole batch in one pass,
+    ~10x cheaper per image on CPU. ``prepare`` runs per image (inside that image's seed),
+    ``finish`` once per batch."""
+
+    def __init__(self, transform: T.Compose):
+        steps = list(transform.transforms)
+        self.jitter = steps[-1] if steps and isinstance(steps[-1], LinearColorJitter) else None
+        self.steps = steps[:-1] if self.jitter is not None else steps
+
+    def prepare(self, img: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        for step in self.steps:
+            img = step(img)
+        return img, (self.jitter.draw() if self.jitter is not None else None)
+
+    def finish(self, images: list[torch.Tensor], factors: list[tuple | None]) -> torch.Tensor:
+        batch = torch.stack(images)
+        return batch if self.jitter is None else self.jitter.apply(batch, torch.tensor(factors))
 
 
 class GeometricAugment:

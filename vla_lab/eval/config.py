@@ -60,8 +60,12 @@ class EvalConfig:
     #: rendered camera resolution; null = the resolution the policy's training images had (its own
     #: transform then crops and resizes exactly as in training)
     render_size: int | None = None
-    #: simulators run side by side (one browser and one thread each; the policy's weights are shared)
+    #: simulators run side by side
     num_envs: int = 1
+    #: with num_envs > 1: step them together (VectorSimEnv: up to two renderer processes, every
+    #: running episode in one exchange, one batched policy forward per step; ``vectorized``) or one
+    #: browser and one thread each, a forward per simulator (false)
+    vectorized: bool = True
     #: simulator randomization knobs for the evaluated scenes (on top of the simulator's defaults);
     #: evaluate on the scene distribution the demonstrations came from, or on a harder one
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)

@@ -108,11 +108,20 @@ class VLAPolicy(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def select_action(self, observation: Batch) -> torch.Tensor:
+        chunk = self.predict_action_chunk(observation) if self.needs_chunk() else None
+        return self.next_action(chunk)
+
+    def needs_chunk(self) -> bool:
+        """Whether the next ``select_action`` predicts a chunk (re-planning, or an empty queue)."""
+        return self._ensembler is not None or not self._queue
+
+    def next_action(self, chunk: torch.Tensor | None) -> torch.Tensor:
+        """The next action: from ``chunk`` (B, K, A) when :meth:`needs_chunk`, from the queue
+        otherwise. Several views' chunks can thus come from one batched forward pass."""
         if self._ensembler is not None:
-            return self._ensembler.update(self.predict_action_chunk(observation))
+            return self._ensembler.update(chunk)
         if not self._queue:
-            chunk = self.predict_action_chunk(observation)[:, : self.n_action_steps]
-            self._queue.extend(chunk.transpose(0, 1))
+            self._queue.extend(chunk[:, : self.n_action_steps].transpose(0, 1))
         return self._queue.popleft()
 
     def reset(self) -> None:

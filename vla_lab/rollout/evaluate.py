@@ -21,6 +21,7 @@ from vla_lab.eval.safety import SafetyWrapper
 from vla_lab.eval.video import save_gif
 from vla_lab.fileio import atomic_write_text
 from vla_lab.rollout.actors import PolicyActor
+from vla_lab.rollout.batched import run_episodes_vectorized
 from vla_lab.rollout.episode import episode_plan, run_episodes_parallel
 from vla_lab.rollout.runtime import PolicyRuntime
 
@@ -41,6 +42,17 @@ def make_env(cfg: EvalConfig, spec: dict[str, Any]):
             binarize_gripper=lc.binarize_gripper,
             hard_reset=lc.hard_reset,
             seed=cfg.seed,
+        )
+    if cfg.num_envs > 1 and cfg.vectorized:
+        from vla_lab.sim.vector import VectorSimEnv
+
+        return VectorSimEnv(
+            cfg.num_envs,
+            cfg.tasks[0],
+            cfg.environments[0],
+            cameras=cameras,
+            image_size=size,
+            randomization=cfg.randomization_knobs(),
         )
     from vla_lab.sim import SimEnv
 
@@ -88,23 +100,40 @@ def evaluate_policy(
     was_training = policy.training
     policy.eval()  # once for all workers: no actor toggles modes under another's feet
     try:
-        extra_envs = [make_env(cfg, spec) for _ in range(num_envs - 1)]
-        owned += extra_envs
         runtime.configure(cfg.execution)
-        # one simulator drives the policy itself; several get a view each (own action queue)
-        runtimes = [runtime] if num_envs == 1 else [runtime.view() for _ in range(num_envs)]
-        workers = [
-            (e, PolicyActor(r), make_safety(cfg)) for e, r in zip([env, *extra_envs], runtimes, strict=True)
-        ]
-        results = run_episodes_parallel(
-            workers, plan, max_steps=cfg.max_steps, record_first=record_first, progress=tick
-        )
+        if hasattr(env, "reset_envs"):  # a VectorSimEnv: the running episodes step together
+            results = run_episodes_vectorized(
+                env,
+                runtime,
+                plan,
+                max_steps=cfg.max_steps,
+                make_safety=lambda: make_safety(cfg),
+                record_first=record_first,
+                progress=tick,
+            )
+        else:
+            extra_envs = [make_env(cfg, spec) for _ in range(num_envs - 1)]
+            owned += extra_envs
+            # one simulator drives the policy itself; several get a view each (own action queue)
+            runtimes = [runtime] if num_envs == 1 else [runtime.view() for _ in range(num_envs)]
+            workers = [
+                (e, PolicyActor(r), make_safety(cfg))
+                for e, r in zip([env, *extra_envs], runtimes, strict=True)
+            ]
+            results = run_episodes_parallel(
+                workers, plan, max_steps=cfg.max_steps, record_first=record_first, progress=tick
+            )
     finally:
         policy.train(was_training)
         if bar:
             bar.close()
         for e in owned:
             e.close()
+    return _finish(results, run_dir, step)
+
+
+def _finish(results, run_dir: Path | None, step: int) -> dict[str, Any]:
+    """GIFs of the episodes that kept frames, and the summaries."""
     videos = []
     if run_dir is not None:
         for res in results:

@@ -149,7 +149,11 @@ class PolicyRuntime:
             action = self.policy.select_action(self.batch(obs, instruction))
         finally:
             self.policy.train(was_training)
-        raw = self.normalizer.unnormalize_action(action[0].float().cpu().numpy())
+        return self._command(action[0], obs)
+
+    def _command(self, action: torch.Tensor, obs: dict[str, np.ndarray]) -> np.ndarray:
+        """A normalized (A,) policy action as the simulator command to execute."""
+        raw = self.normalizer.unnormalize_action(action.float().cpu().numpy())
         if self.action_kind == TARGET:
             # position control: each executed action, queued chunk steps too, is read against the
             # pose the robot is at now
@@ -159,16 +163,43 @@ class PolicyRuntime:
         return raw.astype(np.float32)
 
     @torch.no_grad()
-    def predict_chunks(self, batches: list[dict[str, Any]]) -> np.ndarray:
-        """(B, K, A) actions for B prepared batches (:meth:`batch`) in one forward pass, un-normalized
-        and limited as :meth:`act` limits them: motion in [-1, 1] for delta commands (target poses
-        are limited when turned into commands), gripper in [0, 1]."""
+    def act_many(
+        self, views: list[PolicyRuntime], observations: list[dict[str, np.ndarray]], instructions: list[str]
+    ) -> list[np.ndarray]:
+        """:meth:`act` for several episodes at once, each with its own view (:meth:`view`) of this
+        policy: the views whose chunk ran out (or that re-plan every step) get their next chunks
+        from one batched forward pass; the others take theirs from their queues."""
+        needing = [i for i, v in enumerate(views) if v.policy.needs_chunk()]
+        chunks: dict[int, torch.Tensor] = {}
+        if needing:
+            was_training = self.policy.training
+            self.policy.eval()
+            try:
+                batch = self._stack([self.batch(observations[i], instructions[i]) for i in needing])
+                predicted = self.policy.predict_action_chunk(batch)
+            finally:
+                self.policy.train(was_training)
+            chunks = {i: predicted[j : j + 1] for j, i in enumerate(needing)}
+        return [
+            self._command(v.policy.next_action(chunks.get(i))[0], observations[i])
+            for i, v in enumerate(views)
+        ]
+
+    @staticmethod
+    def _stack(batches: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {keys.TASK: [t for b in batches for t in b[keys.TASK]]}
         for key in batches[0]:
             if key != keys.TASK:
                 batch[key] = torch.cat([b[key] for b in batches])
+        return batch
+
+    @torch.no_grad()
+    def predict_chunks(self, batches: list[dict[str, Any]]) -> np.ndarray:
+        """(B, K, A) actions for B prepared batches (:meth:`batch`) in one forward pass, un-normalized
+        and limited as :meth:`act` limits them: motion in [-1, 1] for delta commands (target poses
+        are limited when turned into commands), gripper in [0, 1]."""
         self.policy.eval()
-        chunk = self.policy.predict_action_chunk(batch)
+        chunk = self.policy.predict_action_chunk(self._stack(batches))
         raw = self.normalizer.unnormalize_action(chunk.float().cpu().numpy())
         if self.action_kind == DELTA:
             raw[..., :6] = np.clip(raw[..., :6], -1.0, 1.0)

@@ -27,6 +27,13 @@ ENV_NAME = "tabletop"
 PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
 
 
+def frames_frozen(prev: dict[str, np.ndarray], obs: dict[str, np.ndarray], cameras: Sequence[str]) -> bool:
+    """Every camera's frame byte-identical to the last one although the gripper moved: a renderer
+    that stopped drawing, not a still scene."""
+    moved = float(np.abs(obs["ee_pos"] - prev["ee_pos"]).max()) > FROZEN_MOTION_M
+    return moved and all(np.array_equal(obs[c], prev[c]) for c in cameras)
+
+
 def check_action(action: Any) -> list[float]:
     """Shape and finiteness are errors; range is not (the simulator clips and flags ``info['clipped']``)."""
     try:
@@ -237,9 +244,7 @@ class SimEnv(gym.Env):
         prev = self._last_obs
         if prev is None:
             return
-        moved = float(np.abs(obs["ee_pos"] - prev["ee_pos"]).max()) > FROZEN_MOTION_M
-        frozen = moved and all(np.array_equal(obs[c], prev[c]) for c in self.cameras)
-        self._frozen_steps = self._frozen_steps + 1 if frozen else 0
+        self._frozen_steps = self._frozen_steps + 1 if frames_frozen(prev, obs, self.cameras) else 0
         if self._frozen_steps >= FROZEN_STEPS:
             self._drop_backend()
             raise SimCrashedError(

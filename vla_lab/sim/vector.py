@@ -4,6 +4,11 @@ run in parallel), each hosting a share of the environments and answering one bat
 Auto-reset happens in the same step: when an episode ends, the returned observation is already the
 first one of the next episode, and that env's info carries ``final_obs``/``final_info`` of the one that
 ended. Infos are a list with one dict per environment.
+
+``reset_envs`` and ``step_envs`` drive chosen environments explicitly instead (each its own task,
+environment, seed and step budget; no auto-reset): what a fixed evaluation plan needs. Either way a
+renderer that stops drawing (frames byte-identical while the gripper moves, ``FROZEN_STEPS`` in a
+row, as ``SimEnv`` checks) drops the browser and raises ``SimCrashedError``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from gymnasium import spaces
 
 from vla_lab.sim import manifest as mf
 from vla_lab.sim.backend import SimBackend
-from vla_lab.sim.env import build_spaces, check_action, check_cameras
+from vla_lab.sim.env import FROZEN_STEPS, build_spaces, check_action, check_cameras, frames_frozen
 from vla_lab.sim.errors import SimCrashedError, SimProtocolError, SimStateError, SimTimeoutError
 from vla_lab.sim.protocol import parse_obs
 
@@ -76,6 +81,8 @@ class VectorSimEnv:
         self._where = [(i % self.pages, i // self.pages) for i in range(num_envs)]
         self._backend: SimBackend | None = None
         self._rngs: list[np.random.Generator] = [np.random.default_rng(i) for i in range(num_envs)]
+        self._last_obs: dict[int, dict[str, np.ndarray]] = {}
+        self._frozen = [0] * num_envs
         self._active = False
         self._closed = False
 
@@ -83,13 +90,17 @@ class VectorSimEnv:
     def backend(self) -> SimBackend | None:
         return self._backend
 
-    def _reset_item(self, i: int, seed: int) -> dict[str, Any]:
+    def _reset_item(
+        self, i: int, seed: int, task: str | None = None, environment: str | None = None, max_steps=None
+    ) -> dict[str, Any]:
         opts = {"randomization": self.randomization, "cameras": self.cameras, "image_size": self.image_size}
+        if max_steps is not None:
+            opts["max_steps"] = int(max_steps)
         return {
             "type": "reset",
             "env": self._where[i][1],
-            "task": self.tasks[i],
-            "environment": self.environments[i],
+            "task": task or self.tasks[i],
+            "environment": environment or self.environments[i],
             "seed": int(seed),
             "options": opts,
         }
@@ -125,6 +136,22 @@ class VectorSimEnv:
             self._drop_backend()
             raise
 
+    def _check_rendering(self, i: int, obs: dict[str, np.ndarray]) -> None:
+        prev = self._last_obs.get(i)
+        self._last_obs[i] = obs
+        self._frozen[i] = (
+            self._frozen[i] + 1 if prev is not None and frames_frozen(prev, obs, self.cameras) else 0
+        )
+        if self._frozen[i] >= FROZEN_STEPS:
+            self._drop_backend()
+            raise SimCrashedError(
+                f"the renderer froze: env {i} sent {self._frozen[i]} frames unchanged while the gripper "
+                "moved; the next reset starts a fresh browser"
+            )
+
+    def _fresh(self, i: int, obs: dict[str, np.ndarray]) -> None:
+        self._last_obs[i], self._frozen[i] = obs, 0
+
     def _drop_backend(self) -> None:
         self._active = False
         if self._backend is not None:
@@ -156,6 +183,8 @@ class VectorSimEnv:
         if self._backend is None:
             self._backend = SimBackend(self.pages, self.chromium, self.startup_timeout, self.timeout)
         results = self._exchange({i: self._reset_item(i, s) for i, s in enumerate(seeds)})
+        for i, (o, _) in results.items():
+            self._fresh(i, o)
         self._active = True
         return self._stack([results[i][0] for i in range(self.num_envs)]), [
             results[i][1]["info"] for i in range(self.num_envs)
@@ -174,6 +203,8 @@ class VectorSimEnv:
             for i in range(self.num_envs)
         }
         res = self._exchange(items)
+        for i in range(self.num_envs):
+            self._check_rendering(i, res[i][0])
         results = [res[i] for i in range(self.num_envs)]
         obs = [o for o, _ in results]
         infos = [r["info"] for _, r in results]
@@ -188,7 +219,59 @@ class VectorSimEnv:
             for i, (o, r) in fresh.items():
                 infos[i] = {**r["info"], "final_obs": obs[i], "final_info": infos[i]}
                 obs[i] = o
+                self._fresh(i, o)
         return self._stack(obs), rewards, term, trunc, infos
+
+    def reset_envs(self, specs: dict[int, dict[str, Any]]) -> dict[int, tuple[dict[str, np.ndarray], dict]]:
+        """Start an episode in each env named in ``specs`` (``{env: {"seed", "task", "environment",
+        "max_steps"}}``; all but the seed optional), all in one exchange: ``{env: (obs, info)}``.
+        Starts the browser when there is none (first use, or after a fault)."""
+        if self._closed:
+            raise SimStateError("reset_envs() on a closed VectorSimEnv")
+        unknown = [i for i in specs if not 0 <= i < self.num_envs]
+        if unknown:
+            raise ValueError(f"no env {unknown} in a VectorSimEnv of {self.num_envs}")
+        for spec in specs.values():
+            for name, check in (("task", mf.check_task), ("environment", mf.check_environment)):
+                if spec.get(name) is not None:
+                    check(spec[name])
+        if self._backend is not None and not self._backend.alive():
+            self._drop_backend()
+        if self._backend is None:
+            self._backend = SimBackend(self.pages, self.chromium, self.startup_timeout, self.timeout)
+            self._last_obs.clear()
+        items = {
+            i: self._reset_item(
+                i, spec["seed"], spec.get("task"), spec.get("environment"), spec.get("max_steps")
+            )
+            for i, spec in specs.items()
+        }
+        out = {}
+        for i, (o, r) in self._exchange(items).items():
+            self._fresh(i, o)
+            out[i] = (o, r["info"])
+        self._active = True
+        return out
+
+    def step_envs(
+        self, actions: dict[int, Any]
+    ) -> dict[int, tuple[dict[str, np.ndarray], float, bool, bool, dict]]:
+        """One step of each env named in ``actions``, in one exchange, without auto-reset:
+        ``{env: (obs, reward, terminated, truncated, info)}``. An env whose episode ended must be
+        started again with ``reset_envs`` before it steps."""
+        if self._closed:
+            raise SimStateError("step_envs() on a closed VectorSimEnv")
+        if not self._active:
+            raise SimStateError("step_envs() called before reset_envs()")
+        items = {
+            i: {"type": "step", "env": self._where[i][1], "action": check_action(a)}
+            for i, a in actions.items()
+        }
+        out = {}
+        for i, (o, r) in self._exchange(items).items():
+            self._check_rendering(i, o)
+            out[i] = (o, float(r["reward"]), bool(r["terminated"]), bool(r["truncated"]), r["info"])
+        return out
 
     def close(self) -> None:
         self._closed = True

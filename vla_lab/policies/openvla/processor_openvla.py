@@ -42,6 +42,11 @@ class OpenVLAProcessor(StepProcessor):
         self._prompt = by_name["prompt"]
         self._mean = torch.tensor(self._norm_image["mean"], dtype=torch.float32).reshape(1, -1, 1, 1)
         self._std = torch.tensor(self._norm_image["std"], dtype=torch.float32).reshape(1, -1, 1, 1)
+        # (x - mean) / std as one multiply-add over (B, backbones, 3, H, W): the broadcast
+        # subtract-then-divide over repeated channels cost ~7x more, a tenth of a tiny model's step
+        per_backbone = (1, -1, 3, 1, 1)
+        self._scale = (1 / self._std).reshape(per_backbone)
+        self._shift = (-self._mean / self._std).reshape(per_backbone)
 
     @classmethod
     def from_config(
@@ -118,14 +123,9 @@ class OpenVLAProcessor(StepProcessor):
         each image normalized per backbone, the cameras' channels stacked in ``check_image`` order."""
         if isinstance(images, torch.Tensor):
             images = [images]
-        n = self._mean.shape[1] // 3
-        return torch.cat(
-            [
-                (image.float().repeat(1, n, 1, 1) - self._mean.to(image.device)) / self._std.to(image.device)
-                for image in images
-            ],
-            dim=1,
-        )
+        scale, shift = self._scale.to(images[0].device), self._shift.to(images[0].device)
+        normalized = [torch.addcmul(shift, image.float()[:, None], scale).flatten(1, 2) for image in images]
+        return normalized[0] if len(normalized) == 1 else torch.cat(normalized, dim=1)
 
     def prompt_ids(self, tasks: list[str]) -> list[list[int]]:
         return [self._one_prompt(t) for t in tasks]

@@ -28,27 +28,29 @@ def assemble(
     prompts: list[list[int]],
     suffix: torch.Tensor | None,
 ) -> Sequence:
-    """``prompts`` start with ``<s>``; ``suffix`` (B, S, D) embeddings are appended to every row."""
+    """``prompts`` start with ``<s>``; ``suffix`` (B, S, D) embeddings are appended to every row.
+
+    One gather builds every row (its backward one scatter): assigning rows one by one into a
+    zero tensor made autograd copy the whole sequence's gradient once per row."""
     batch, device = len(prompts), patches.device
-    width = max(len(p) for p in prompts)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    width, n_patch = int(lengths.max()), patches.shape[1]
+    n_suffix = 0 if suffix is None else suffix.shape[1]
     ids = torch.zeros(batch, width, dtype=torch.long, device=device)
     for b, p in enumerate(prompts):
         ids[b, width - len(p) :] = torch.tensor(p, device=device)
-    text = model.embed_tokens(ids)
-    rows = []
-    for b, p in enumerate(prompts):
-        start = width - len(p)
-        parts = [text[b, start : start + 1], patches[b], text[b, start + 1 :]]
-        if suffix is not None:
-            parts.append(suffix[b])
-        rows.append(torch.cat(parts))
-    length = max(r.shape[0] for r in rows)
-    embeds = patches.new_zeros(batch, length, patches.shape[-1])
-    mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
-    for b, r in enumerate(rows):
-        embeds[b, length - r.shape[0] :] = r
-        mask[b, length - r.shape[0] :] = True
-    return Sequence(embeds, mask)
+    parts = [model.embed_tokens(ids), patches] + ([suffix] if suffix is not None else [])
+    source = torch.cat([*parts, patches.new_zeros(batch, 1, patches.shape[-1])], dim=1)
+    # source positions: text [0, width), patches [width, width + P), suffix after, one zero row last
+    length = width + n_patch + n_suffix
+    j = torch.arange(length, device=device)[None]
+    start = (width - lengths)[:, None]  # left padding of each row = the index of its <s>
+    index = torch.where(j <= start, j, j - n_patch)  # <s> and, after the patches, the prompt
+    index = torch.where((j > start) & (j <= start + n_patch), width + j - start - 1, index)
+    index = torch.where(j >= width + n_patch, j, index)  # the suffix sits at the same offset
+    index = torch.where(j < start, source.shape[1] - 1, index)
+    embeds = source.gather(1, index[..., None].expand(-1, -1, source.shape[-1]))
+    return Sequence(embeds, (j >= start).expand(batch, -1).contiguous())
 
 
 def block_bidirectional_mask(mask: torch.Tensor, n_block: int) -> torch.Tensor:
