@@ -1,4 +1,4 @@
-"""The framework-overhead benchmark's two sides run (so `make bench` cannot rot unnoticed)."""
+"""The training benchmarks' sides run (so `make bench` cannot rot unnoticed)."""
 
 from __future__ import annotations
 
@@ -18,3 +18,30 @@ def test_both_sides_of_the_overhead_benchmark_train(tmp_path):
     assert len(summaries) == 1 and '"global_step": 2' in summaries[0].read_text()
     bare = _measure("bare", data, tmp_path / "bare", 2)  # in a fresh interpreter, as the benchmark does
     assert bare > 0 and list((tmp_path / "bare").glob("bare_2/*.safetensors"))
+
+
+@pytest.mark.slow  # ~40 s: two short demo-recipe trainings
+@pytest.mark.timeout(300)
+def test_both_sides_of_the_demo_pretrain_benchmark_train(tmp_path, monkeypatch):
+    from vla_lab.bench import demo_pretrain
+
+    monkeypatch.setattr(demo_pretrain, "STEPS", 2)
+    data = make_demo_file(tmp_path / "demos.hdf5", num_demos=4, length=(10, 12), image_size=128, seed=0)
+    for side in demo_pretrain.SIDES:
+        summary = demo_pretrain._train(side, data, tmp_path / side, f"{side}_0")
+        assert summary["global_step"] == 2 and summary["train_samples_per_s"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_mfu_counts_the_flops_of_forward_and_backward():
+    """A training step (forward and backward) counts about three times the forward's FLOPs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vla_lab.bench import mfu
+
+    policy, batch = mfu._policy("openvla_tiny").train(), mfu._batch()
+    total = mfu.flops_per_sample(policy, batch)
+    with FlopCounterMode(display=False) as forward:
+        policy(batch)  # no backward: the forward's FLOPs alone
+    assert 2.5 < total / (forward.get_total_flops() / len(batch["task"])) < 3.5

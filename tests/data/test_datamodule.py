@@ -300,13 +300,26 @@ def test_a_loader_batch_is_its_samples_collated(demo_file, augmentation, tmp_pat
     keys_ = list(loader.sampler)[:6]
     batch = next(iter(loader))
     expected = default_collate([dm.train_set[k] for k in keys_])
+    one_by_one = _dm(
+        demo_file,
+        augmentation=augmentation,
+        batch_size=6,
+        samples_per_epoch=12,
+        image_size=20,
+        batch_fetch=False,
+    )
+    assert_same_batch(next(iter(one_by_one.train_dataloader())), expected)
+    assert_same_batch(batch, expected)
+    assert dm.train_set.cached_bytes > 0  # the episodes read were kept
+
+
+def assert_same_batch(batch, expected):
     assert batch.keys() == expected.keys()
     for k, v in expected.items():
         if isinstance(v, torch.Tensor):
             torch.testing.assert_close(batch[k], v, atol=1e-6, rtol=0, msg=k)
         else:
             assert batch[k] == v, k
-    assert dm.train_set.cached_bytes > 0  # the episodes read were kept
 
 
 def test_frame_cache_respects_its_budget_and_streams_past_it(demo_file):

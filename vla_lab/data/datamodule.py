@@ -135,6 +135,7 @@ class DemoDataModule(L.LightningDataModule):
             source_ids=[s for _, s in pairs],
             episode_offset=offset,
             cache_bytes=self.cfg.cache_bytes,
+            batch_fetch=self.cfg.batch_fetch,
         )
 
     def _common_action_space(self) -> ActionSpace:

@@ -45,6 +45,7 @@ class DemoDataset(Dataset):
         episode_offset: int = 0,
         aux_keys: Sequence[str] = (),
         cache_bytes: int = 0,
+        batch_fetch: bool = True,
     ):
         self.sources, self.episodes = sources, list(episodes)
         self.aux_keys = list(aux_keys)

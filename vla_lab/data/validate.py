@@ -43,18 +43,43 @@ def validate_source(source: DemoSource, *, deep: bool = False) -> list[Problem]:
     try:
         with source.open() as f:
             if source.format == VLA_LAB:
-                problems += _check_header(source, f)
+                with h5_errors(source.path, key="data.attrs"):
+                    problems += _check_header(source, f)
             for ep in source.episodes:
-                problems += _check_demo(source, f, ep.demo, deep)
+                problems += _check_demo_readable(source, f, ep.demo, deep)
     except DataError as err:
         problems.append(Problem(err.file or source.path, err.demo, err.key, err.detail))
     return problems
 
 
+def _int_attr(attrs, name: str) -> int | None:
+    """An integer attribute; None when absent; a DataError naming it when it is something else."""
+    value = attrs.get(name)
+    if value is None:
+        return None
+    if isinstance(value, np.integer | int) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    raise DataError(f"must be an integer, got {str(value)[:60]}", key=name)
+
+
+def _check_demo_readable(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list[Problem]:
+    """One demo's problems; a demo too damaged to check (unreadable objects or attributes) is one
+    problem naming it, and the other demos are still checked."""
+    try:
+        with h5_errors(source.path, demo):
+            return _check_demo(source, f, demo, deep)
+    except DataError as err:
+        return [Problem(source.path, demo, err.key, err.detail)]
+
+
 def _check_header(source: DemoSource, f: h5py.File) -> list[Problem]:
     attrs = f[fmt.DATA_GROUP].attrs
     problems = []
-    declared = int(attrs.get("num_demos", -1))
+    try:
+        declared, total_attr = _int_attr(attrs, "num_demos"), _int_attr(attrs, "total")
+    except DataError as err:
+        return [Problem(source.path, None, f"data.attrs.{err.key}", err.detail)]
+    declared = -1 if declared is None else declared
     if declared != len(source.episodes):
         problems.append(
             Problem(
@@ -65,13 +90,10 @@ def _check_header(source: DemoSource, f: h5py.File) -> list[Problem]:
             )
         )
     total = sum(e.length for e in source.episodes)
-    if int(attrs.get("total", -1)) != total:
+    if total_attr != total:
         problems.append(
             Problem(
-                source.path,
-                None,
-                "data.attrs.total",
-                f"says {int(attrs.get('total', -1))} but demos sum to {total} steps",
+                source.path, None, "data.attrs.total", f"says {total_attr} but demos sum to {total} steps"
             )
         )
     return problems
@@ -94,16 +116,20 @@ def _check_demo(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list
     t = actions.shape[0] if actions.ndim else 0
     if t == 0:
         bad(fmt.ACTIONS, "empty episode")
-    declared = g.attrs.get("num_samples")
-    if declared is not None and int(declared) != t:
-        bad("attrs.num_samples", f"says {int(declared)} but actions have {t} steps")
+    try:
+        declared = _int_attr(g.attrs, "num_samples")
+    except DataError as err:
+        declared = None
+        bad(f"attrs.{err.key}", err.detail)
+    if declared is not None and declared != t:
+        bad("attrs.num_samples", f"says {declared} but actions have {t} steps")
     if source.format == VLA_LAB and not str(g.attrs.get("language_instruction", "")).strip():
         bad("attrs.language_instruction", "missing or empty")
     for name in (fmt.REWARDS, fmt.DONES):
-        if name not in g:
+        if not isinstance(g.get(name), h5py.Dataset):
             bad(name, "missing dataset")
-        elif g[name].shape[0] != t:
-            bad(name, f"{g[name].shape[0]} steps but actions have {t}")
+        elif g[name].shape[:1] != (t,):
+            bad(name, f"{g[name].shape[0] if g[name].ndim else 0} steps but actions have {t}")
     if fmt.OBS_GROUP not in g:
         bad(fmt.OBS_GROUP, "missing group")
         return out
@@ -111,7 +137,7 @@ def _check_demo(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list
     for cam in source.cameras:
         key = f"obs/{fmt.camera_dataset(cam)}"
         ds = obs.get(fmt.camera_dataset(cam))
-        if ds is None:
+        if not isinstance(ds, h5py.Dataset):
             bad(key, "missing camera")
             continue
         if ds.ndim != 4 or ds.shape[0] != t or ds.shape[-1] != 3:
@@ -124,11 +150,11 @@ def _check_demo(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list
                 bad(f"{key}[{bad_frame[0]}]", f"unreadable frame ({bad_frame[1]})")
     for k in source.proprio_keys:
         ds = obs.get(k)
-        if ds is None:
+        if not isinstance(ds, h5py.Dataset):
             bad(f"obs/{k}", "missing proprio key")
             continue
-        if ds.shape[0] != t:
-            bad(f"obs/{k}", f"{ds.shape[0]} steps but actions have {t}")
+        if ds.shape[:1] != (t,):
+            bad(f"obs/{k}", f"{ds.shape[0] if ds.ndim else 0} steps but actions have {t}")
         elif not np.isfinite(np.asarray(ds, dtype=np.float64)).all():
             bad(f"obs/{k}", "NaN or inf")
     return out
