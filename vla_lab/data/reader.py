@@ -8,6 +8,7 @@ h5py/OS errors never escape raw: they become ``DataError`` naming the file, demo
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -263,7 +264,11 @@ class DemoSource:
                         key=f"obs/{k}",
                     )
                 arr = np.asarray(obs[k], dtype=np.float32)
-            rows = arr.shape[0] if arr.ndim else 0
+            if arr.ndim != 2:  # writers store (T, D); another rank would be reshaped into a wrong width
+                raise DataFormatError(
+                    f"shape {arr.shape}, expected (T, D)", file=self.path, demo=demo, key=f"obs/{k}"
+                )
+            rows = arr.shape[0]
             expected = steps if steps is not None else (parts[0].shape[0] if parts else rows)
             if rows != expected:
                 raise DataError(
@@ -295,6 +300,8 @@ class DemoSource:
         ds = self.image_dataset(f, demo, camera)
         with h5_errors(self.path, demo, f"obs/{fmt.camera_dataset(camera)}[{t}]"):
             frame = ds[t]
+        if not frame.any():  # all zeros: HDF5's fill value, or a real black frame
+            self._check_stored(ds, demo, camera, t)
         return np.ascontiguousarray(frame[::-1, ::-1]) if self.flip_images else frame
 
     def read_frames(self, f: h5py.File, demo: str, camera: str) -> np.ndarray:
@@ -305,13 +312,36 @@ class DemoSource:
             frames = ds[()]
         except OSError:
             return np.stack([self.read_frame(f, demo, camera, t) for t in range(ds.shape[0])])
+        for t in np.flatnonzero(~frames.reshape(len(frames), -1).any(axis=1)):  # all-zero frames
+            self._check_stored(ds, demo, camera, int(t))
         return np.ascontiguousarray(frames[:, ::-1, ::-1]) if self.flip_images else frames
+
+    def _check_stored(self, ds: h5py.Dataset, demo: str, camera: str, t: int) -> None:
+        if (why := missing_chunk(ds, t)) is not None:
+            key = f"obs/{fmt.camera_dataset(camera)}[{t}]"
+            raise DataFormatError(f"unreadable frame ({why})", file=self.path, demo=demo, key=key)
 
     def open(self) -> h5py.File:
         return open_h5(self.path)
 
     def __repr__(self) -> str:
         return f"DemoSource({self.path!r}, format={self.format!r}, demos={len(self.episodes)})"
+
+
+def missing_chunk(ds: h5py.Dataset, t: int) -> str | None:
+    """Why frame ``t`` of ``ds`` is not in the file, or None. A damaged chunk index makes HDF5 read
+    a chunk it cannot find as the fill value (zeros), without an error; reading the chunk's raw
+    bytes does fail. Callers check all-zero frames only, so intact data pays nothing."""
+    if ds.chunks is None:
+        return None
+    start = (t - t % ds.chunks[0],)
+    grid = (range(0, n, c) for n, c in zip(ds.shape[1:], ds.chunks[1:], strict=True))
+    for rest in itertools.product(*grid):
+        try:
+            ds.id.read_direct_chunk(start + rest)
+        except (OSError, RuntimeError, ValueError) as exc:
+            return f"missing from the file's chunk index, it would read as zeros: {exc}"
+    return None
 
 
 def expand_paths(spec: str | os.PathLike) -> list[Path]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from vla_lab.data import format as fmt
 from vla_lab.data.errors import DataError
-from vla_lab.data.reader import VLA_LAB, DemoSource, h5_errors
+from vla_lab.data.reader import VLA_LAB, DemoSource, h5_errors, missing_chunk
 
 
 @dataclass(frozen=True)
@@ -153,20 +153,27 @@ def _check_demo(source: DemoSource, f: h5py.File, demo: str, deep: bool) -> list
         if not isinstance(ds, h5py.Dataset):
             bad(f"obs/{k}", "missing proprio key")
             continue
-        if ds.shape[:1] != (t,):
-            bad(f"obs/{k}", f"{ds.shape[0] if ds.ndim else 0} steps but actions have {t}")
+        if ds.ndim != 2:
+            bad(f"obs/{k}", f"shape {ds.shape}, expected ({t}, D)")
+        elif ds.shape[0] != t:
+            bad(f"obs/{k}", f"{ds.shape[0]} steps but actions have {t}")
         elif not np.isfinite(np.asarray(ds, dtype=np.float64)).all():
             bad(f"obs/{k}", "NaN or inf")
     return out
 
 
 def _first_unreadable_frame(ds: h5py.Dataset) -> tuple[int, str] | None:
-    """Decode the whole dataset in one read (fast when intact); on failure, find the frame."""
+    """Decode the whole dataset in one read (fast when intact); on failure, find the frame. A frame
+    that decodes to zeros may be one the chunk index lost (see ``missing_chunk``)."""
     try:
-        ds[()]
-        return None
+        frames = ds[()]
     except (OSError, ValueError, RuntimeError):
-        pass
+        frames = None
+    if frames is not None:
+        for i in np.flatnonzero(~frames.reshape(len(frames), -1).any(axis=1)):
+            if (why := missing_chunk(ds, int(i))) is not None:
+                return int(i), why
+        return None
     for i in range(ds.shape[0]):
         try:
             ds[i]

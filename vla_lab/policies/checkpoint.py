@@ -108,6 +108,13 @@ def verify_manifest(directory: Path) -> None:
     if not isinstance(files, dict):
         raise ValueError(f"{path}: no 'files' table")
     for name, want in files.items():
+        # an edited manifest is as damaged as an edited weight file: refuse it naming the entry
+        if (
+            not isinstance(want, dict)
+            or type(want.get("bytes")) is not int
+            or not isinstance(want.get("sha256"), str)
+        ):
+            raise ValueError(f"{path}: entry {name!r} is not {{bytes, sha256}}: {str(want)[:80]}")
         file = directory / name
         if not file.is_file():
             raise FileNotFoundError(f"{file}: listed in {MANIFEST} but missing")

@@ -287,6 +287,12 @@ def check_instruction(value: Any, limits: Limits) -> str:
         raise RequestError(f"instruction: must be a string, got {type(value).__name__}")
     if not value.strip():
         raise RequestError("instruction: empty")
+    try:  # JSON's \ud800 escapes decode to lone surrogates, which the tokenizer cannot encode
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RequestError(
+            f"instruction: not valid Unicode text ({e.reason} at character {e.start})"
+        ) from None
     if len(value) > limits.max_instruction_chars:
         raise RequestError(
             f"instruction: {len(value)} characters, at most {limits.max_instruction_chars} allowed"

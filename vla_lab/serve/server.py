@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed
@@ -86,6 +87,7 @@ class PolicyServer:
             # armed when a connection opens and re-armed after each request: a client that never
             # completes its headers is dropped after this long instead of holding a connection
             keepalive_timeout=self.cfg.header_timeout_s,
+            logger=_ClientFaultLog(self.counts),
         )
         await self._runner.setup()
         http_sock = _listen(self.cfg.host, self.cfg.port)
@@ -153,8 +155,8 @@ class PolicyServer:
         if name is None or name not in served:
             return f"Host: {_short(host)} is not served here (allowed_hosts)"
         if origin is not None and origin != "null":
-            origin_name = urlsplit(origin).hostname
-            if origin_name is None or origin_name.lower() not in served:
+            origin_name = _host_name(origin, url=True)
+            if origin_name is None or origin_name not in served:
                 return f"Origin: {_short(origin)} may not call this server (allowed_hosts)"
         return None
 
@@ -308,15 +310,35 @@ def _listen(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
 
 
-def _host_name(host: str | None) -> str | None:
-    """The name in a Host header, without port and IPv6 brackets, lower-cased."""
+def _host_name(host: str | None, url: bool = False) -> str | None:
+    """The name in a Host header (or, with ``url``, an Origin URL), without port and IPv6
+    brackets, lower-cased; None when there is none."""
     if not host:
         return None
     try:
-        name = urlsplit(f"//{host.strip()}").hostname
+        name = urlsplit(host.strip() if url else f"//{host.strip()}").hostname
     except ValueError:  # e.g. an unterminated IPv6 bracket or a port that is not a number
         return None
     return name.lower() if name else None
+
+
+class _ClientFaultLog(logging.LoggerAdapter):
+    """aiohttp's server log, less the client's faults: a request its parser refuses (a bad request
+    line, header, length or chunk; answered 400 by aiohttp itself) is counted as ``bad_http`` in
+    /stats and logged as one INFO line, where aiohttp would log an ERROR with a traceback. Any other
+    exception keeps its traceback."""
+
+    def __init__(self, counts: Counter[str]):
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.counts = counts
+
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        if isinstance(exc_info, HttpProcessingError) and 400 <= exc_info.code < 500:
+            self.counts["bad_http"] += 1
+            reason = " ".join(str(exc_info.message).split())[:200]  # aiohttp's is several lines
+            self.info("refused a malformed request (%d %s)", exc_info.code, reason)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _url_host(host: str) -> str:

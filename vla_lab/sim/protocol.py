@@ -24,6 +24,7 @@ _REPLY_TYPES = frozenset({"hello", "obs", "batch", "pong", "closed", "error"})
 #: Messages a teleoperation page sends on its own initiative.
 TELEOP_TYPES = frozenset({"hello", "teleop_episode"})
 _PROPRIO = {"ee_pos": 3, "ee_ori": 3, "gripper_width": 1}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -52,7 +53,8 @@ def decode(data: bytes | str, allowed: frozenset[str] = _REPLY_TYPES) -> tuple[d
         raise SimProtocolError(
             f"simulator speaks protocol version {header.get('v')!r}, this client speaks {PROTOCOL_VERSION}"
         )
-    if header.get("type") not in allowed:
+    # a JSON list or object as the type is unhashable: test the type before the set membership
+    if not isinstance(header.get("type"), str) or header["type"] not in allowed:
         raise SimProtocolError(
             f"unknown message type {header.get('type')!r}; expected one of {sorted(allowed)}"
         )
@@ -62,9 +64,10 @@ def decode(data: bytes | str, allowed: frozenset[str] = _REPLY_TYPES) -> tuple[d
 def check_reply(header: dict[str, Any], request_id: int, expected: str) -> None:
     """Raises for error replies and for replies that do not answer the request."""
     if header["type"] == "error":
-        raise SimRequestError(
-            str(header.get("message", "unspecified error")), str(header.get("code", "error"))
-        )
+        message = header.get("message")
+        if not isinstance(message, str) or not message.strip():
+            message = f"the simulator answered an error without a message (message: {_short(message)})"
+        raise SimRequestError(message, str(header.get("code", "error")))
     if header.get("id") != request_id:
         raise SimProtocolError(f"reply id {header.get('id')!r} does not match request id {request_id}")
     if header["type"] != expected:
@@ -75,7 +78,8 @@ def _no_constant(name: str) -> float:
     raise SimProtocolError(f"header holds {name}, which is not a finite number")
 
 
-def _num(x: Any, where: str) -> float:
+def _num(x: Any, where: str, limit: float = math.inf) -> float:
+    """A finite number; with ``limit``, also within ±limit (float32 arrays would turn more into inf)."""
     if not isinstance(x, int | float) or isinstance(x, bool):
         raise SimProtocolError(f"{where} must be a number, got {_short(x)}")
     try:
@@ -84,6 +88,8 @@ def _num(x: Any, where: str) -> float:
         raise SimProtocolError(f"{where} must be a finite number, got {_short(x)}") from None
     if not math.isfinite(value):
         raise SimProtocolError(f"{where} must be a finite number, got {value}")
+    if abs(value) > limit:
+        raise SimProtocolError(f"{where} must be a finite float32 number, got {value:g}")
     return value
 
 
@@ -131,7 +137,7 @@ def parse_obs(item: dict[str, Any], payload: memoryview) -> tuple[dict[str, np.n
         v = proprio.get(key)
         if not isinstance(v, list) or len(v) != dim:
             raise SimProtocolError(f"proprio.{key} must be a list of {dim} numbers, got {v!r}")
-        obs[key] = np.asarray([_num(x, f"proprio.{key}") for x in v], dtype=np.float32)
+        obs[key] = np.asarray([_num(x, f"proprio.{key}", _FLOAT32_MAX) for x in v], dtype=np.float32)
     info = item.get("info")
     if not isinstance(info, dict):
         raise SimProtocolError("obs reply lacks 'info'")

@@ -125,10 +125,10 @@ class VectorSimEnv:
             for p, idx in per_page.items():
                 header, payload = backend.receive(p, rids[p], "batch")
                 replies = header.get("items")
-                if not isinstance(replies, list) or len(replies) != len(idx):
-                    raise SimProtocolError(
-                        f"page {p} answered {len(replies or [])} items for {len(idx)} requests"
-                    )
+                if not isinstance(replies, list):
+                    raise SimProtocolError(f"page {p} answered a batch whose items are not a list")
+                if len(replies) != len(idx):
+                    raise SimProtocolError(f"page {p} answered {len(replies)} items for {len(idx)} requests")
                 for i, item in zip(idx, replies, strict=True):
                     out[i] = parse_obs(item, payload)
             return out
