@@ -249,10 +249,9 @@ def check_observation(obs: dict, reward: float) -> str | None:
     return check_decoded(obs, reward)
 
 
-#: SimEnv passes on a reply that lacks one of its cameras (or has it at another size): parse_obs
-#: does not know what was asked for, and SimEnv does not compare. The fix belongs in
-#: vla_lab/sim/env.py (and vector.py); pinned by test_a_reply_without_the_camera_is_a_protocol_error.
-CAMERA_GAP = "sim-env-camera-unchecked"
+#: a reply lacking the camera (or carrying it at another size) that reached the caller: SimEnv
+#: must refuse it (check_frames); counted as a crash
+CAMERA_GAP = "camera unchecked"
 
 
 # ------------------------------------------------------------------------------- direct to decoder
@@ -401,10 +400,6 @@ def _live_outcome(live: LiveEnv, reply) -> tuple[str, str]:
         return ("clear_error" if str(e) else "crash"), f"{type(e).__name__}: {e}"
     except FutureTimeout:
         return "hang", "no result within 8 s"
-    except KeyError as e:
-        live.active = False
-        gap = f"{CAMERA_GAP}: " if e.args == ("agentview",) else ""  # step's frame check meets it
-        return "crash", f"{gap}KeyError: {e}"
     except Exception as e:  # the point of the test: any other exception is a finding
         live.active = False
         return "crash", f"{type(e).__name__}: {e}"
@@ -413,10 +408,9 @@ def _live_outcome(live: LiveEnv, reply) -> tuple[str, str]:
 
 
 def _add_live(run: FuzzRun, outcome: str, what: str, detail: str) -> None:
-    run.add(outcome, what, detail, gap=CAMERA_GAP if detail.startswith(CAMERA_GAP) else None)
+    run.add(outcome, what, detail)
 
 
-@pytest.mark.xfail(strict=True, reason=f"known gap {CAMERA_GAP}: SimEnv does not check the reply's cameras")
 @pytest.mark.timeout(60)
 def test_a_reply_without_the_camera_is_a_protocol_error():
     live = LiveEnv()

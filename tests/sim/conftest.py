@@ -21,8 +21,12 @@ def sim_env():
     env.close()
 
 
-def chromium_processes() -> list[int]:
-    """PIDs of live chromium processes on this machine (any owner)."""
+def chromium_processes(profile: str | None = None) -> list[int]:
+    """PIDs of live chromium processes on this machine (any owner); with ``profile``, only those of
+    the browser using that profile directory (they inherit ``PROFILE_ENV``)."""
+    from vla_lab.sim.browser import PROFILE_ENV
+
+    marker = f"{PROFILE_ENV}={profile}".encode() if profile else None
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -32,9 +36,16 @@ def chromium_processes() -> list[int]:
             state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if comm.startswith("chrom") and state != "Z":
+        if comm.startswith("chrom") and state != "Z" and (marker is None or _has_env(int(d), marker)):
             out.append(int(d))
     return out
+
+
+def _has_env(pid: int, marker: bytes) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

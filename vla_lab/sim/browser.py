@@ -49,6 +49,8 @@ CHROMIUM_FLAGS = (
 
 PROFILE_PREFIX = "vla-sim-chromium-"
 OWNER_FILE = "vla-sim-owner.pid"
+#: environment variable naming the profile directory in every process a browser starts
+PROFILE_ENV = "VLA_SIM_PROFILE"
 
 _live: set[Browser] = set()
 _live_lock = threading.Lock()
@@ -95,6 +97,8 @@ class Browser:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_child_setup,
                 close_fds=True,
+                # inherited by every process of this browser: what tells them apart from another's
+                env={**os.environ, PROFILE_ENV: self.profile},
             )
         self.pgid = self.proc.pid  # setsid made the browser its own process-group leader
         self.started = time.monotonic()

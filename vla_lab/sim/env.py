@@ -12,7 +12,13 @@ from gymnasium import spaces
 
 from vla_lab.sim import manifest as mf
 from vla_lab.sim.backend import SimBackend
-from vla_lab.sim.errors import SimActionError, SimCrashedError, SimStateError, SimTimeoutError
+from vla_lab.sim.errors import (
+    SimActionError,
+    SimCrashedError,
+    SimProtocolError,
+    SimStateError,
+    SimTimeoutError,
+)
 from vla_lab.sim.protocol import parse_obs
 
 #: consecutive byte-identical frames, while the gripper moves, that mean the renderer is dead
@@ -25,6 +31,18 @@ ACTION_DIM = 7
 ENV_NAME = "tabletop"
 #: the robot's proprioceptive observation keys, in the order policies read them
 PROPRIO_KEYS = ["ee_pos", "ee_ori", "gripper_width"]
+
+
+def check_frames(obs: dict[str, np.ndarray], cameras: Sequence[str], size: int) -> None:
+    """A reply must carry every camera asked for, at the size asked for: a page that sends less
+    (or another size) is a protocol fault of that episode, not a KeyError steps later."""
+    for cam in cameras:
+        image = obs.get(cam)
+        if not isinstance(image, np.ndarray) or image.shape != (size, size, 3) or image.dtype != np.uint8:
+            got = "nothing" if image is None else f"{getattr(image, 'shape', type(image).__name__)}"
+            raise SimProtocolError(
+                f"the page sent {got} for camera {cam!r}, expected ({size}, {size}, 3) uint8"
+            )
 
 
 def frames_frozen(prev: dict[str, np.ndarray], obs: dict[str, np.ndarray], cameras: Sequence[str]) -> bool:
@@ -212,6 +230,7 @@ class SimEnv(gym.Env):
         }
         reply, payload = self._request(header)
         obs, result = parse_obs(reply, payload)
+        check_frames(obs, self.cameras, self.image_size)
         self._frozen_steps = 0
         self._active = True
         self._last_obs = obs
@@ -228,6 +247,7 @@ class SimEnv(gym.Env):
         a = check_action(action)
         reply, payload = self._request({"type": "step", "action": a})
         obs, result = parse_obs(reply, payload)
+        check_frames(obs, self.cameras, self.image_size)
         self._check_rendering(obs)
         self._last_obs = obs
         info = result["info"]

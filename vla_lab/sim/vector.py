@@ -21,7 +21,14 @@ from gymnasium import spaces
 
 from vla_lab.sim import manifest as mf
 from vla_lab.sim.backend import SimBackend
-from vla_lab.sim.env import FROZEN_STEPS, build_spaces, check_action, check_cameras, frames_frozen
+from vla_lab.sim.env import (
+    FROZEN_STEPS,
+    build_spaces,
+    check_action,
+    check_cameras,
+    check_frames,
+    frames_frozen,
+)
 from vla_lab.sim.errors import SimCrashedError, SimProtocolError, SimStateError, SimTimeoutError
 from vla_lab.sim.protocol import parse_obs
 
@@ -131,6 +138,7 @@ class VectorSimEnv:
                     raise SimProtocolError(f"page {p} answered {len(replies)} items for {len(idx)} requests")
                 for i, item in zip(idx, replies, strict=True):
                     out[i] = parse_obs(item, payload)
+                    check_frames(out[i][0], self.cameras, self.image_size)
             return out
         except (SimTimeoutError, SimCrashedError):
             self._drop_backend()
