@@ -138,9 +138,11 @@ class DemoWriter:
 
         data = self._file[fmt.DATA_GROUP]
         demo = data.create_group(key)
-        demo.create_dataset(fmt.ACTIONS, data=actions)
-        demo.create_dataset(fmt.REWARDS, data=rewards)
-        demo.create_dataset(fmt.DONES, data=dones)
+        # fletcher32 on every array, not only the frames: a flipped bit in an action or a proprio value
+        # would otherwise read back as a plausible, wrong number
+        demo.create_dataset(fmt.ACTIONS, data=actions, fletcher32=True)
+        demo.create_dataset(fmt.REWARDS, data=rewards, fletcher32=True)
+        demo.create_dataset(fmt.DONES, data=dones, fletcher32=True)
         obs = demo.create_group(fmt.OBS_GROUP)
         for cam, frames in images.items():
             frames = np.asarray(frames, dtype=np.uint8)
@@ -154,7 +156,7 @@ class DemoWriter:
                 fletcher32=True,
             )
         for name, arr in proprio.items():
-            obs.create_dataset(name, data=arr.reshape(t, -1))
+            obs.create_dataset(name, data=arr.reshape(t, -1), fletcher32=True)
         demo.attrs.update(
             {
                 "num_samples": t,
