@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import cli, run
 from tests.robustness.fuzz import FuzzRun, seed
-from tests.rollout.test_collect_crash import ARGS, _episodes, _wait_for_kept
+from tests.rollout.test_collect_crash import ARGS, _episodes, _wait_for_kept, collect_uninterrupted
 from tests.sim.conftest import needs_browser
 from vla_lab.data.validate import validate_file
 from vla_lab.rollout.journal import STATE_FILE, journal_dir
@@ -33,10 +33,7 @@ LONG_ARGS = [a if not a.startswith("episodes_per_task=") else f"episodes_per_tas
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The same collection, never interrupted."""
-    tmp = tmp_path_factory.mktemp("ref")
-    res = run([cli("vla-collect"), *LONG_ARGS, f"out={tmp / 'ref.hdf5'}"], tmp)
-    assert res.returncode == 0, res.stderr
-    return _episodes(tmp / "ref.hdf5")
+    return collect_uninterrupted(tmp_path_factory.mktemp("ref"), LONG_ARGS)
 
 
 def _journal_problem(out) -> str | None:

@@ -60,13 +60,17 @@ def _episodes(path):
         ]
 
 
+def collect_uninterrupted(tmp, args: list[str]):
+    """The episodes of the collection ``args`` run to its end in ``tmp``."""
+    res = run([cli("vla-collect"), *args, f"out={tmp / 'ref.hdf5'}"], tmp)
+    assert res.returncode == 0, res.stderr
+    return _episodes(tmp / "ref.hdf5")
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The same collection, never interrupted."""
-    tmp = tmp_path_factory.mktemp("ref")
-    res = run([cli("vla-collect"), *ARGS, f"out={tmp / 'ref.hdf5'}"], tmp)
-    assert res.returncode == 0, res.stderr
-    return _episodes(tmp / "ref.hdf5")
+    return collect_uninterrupted(tmp_path_factory.mktemp("ref"), ARGS)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "sigint"])

@@ -231,6 +231,15 @@ def _gpu_processes() -> list[int]:
     return pids
 
 
+def _kill_gpu_process(backend) -> None:
+    """SIGKILL the GPU process of the backend's first browser: the page lives on, drawing nothing."""
+    group = set(group_members(backend.browsers[0].pgid))
+    gpu = [p for p in _gpu_processes() if p in group]
+    assert gpu, "no GPU process found in the browser's process group"
+    for pid in gpu:
+        os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.sim
 @needs_browser
 @pytest.mark.timeout(180)
@@ -240,11 +249,7 @@ def test_a_dead_renderer_fails_the_episode_and_the_next_reset_recovers():
     env = SimEnv("reach_target", "studio", timeout=15.0)
     try:
         env.reset(seed=1)
-        group = set(group_members(env.backend.browsers[0].pgid))
-        gpu = [p for p in _gpu_processes() if p in group]
-        assert gpu, "no GPU process found in the browser's process group"
-        for pid in gpu:
-            os.kill(pid, signal.SIGKILL)
+        _kill_gpu_process(env.backend)
         move = np.array([1.0, 0, 0, 0, 0, 0, 1.0], np.float32)
         with pytest.raises(SimCrashedError, match="renderer froze"):
             for _ in range(40):
@@ -266,11 +271,7 @@ def test_a_dead_renderer_under_a_vector_env_fails_its_step_and_reset_envs_recove
     venv = VectorSimEnv(2, "reach_target", "studio", pages=1, timeout=15.0)
     try:
         venv.reset_envs({0: {"seed": 1}, 1: {"seed": 2}})
-        group = set(group_members(venv.backend.browsers[0].pgid))
-        gpu = [p for p in _gpu_processes() if p in group]
-        assert gpu, "no GPU process found in the browser's process group"
-        for pid in gpu:
-            os.kill(pid, signal.SIGKILL)
+        _kill_gpu_process(venv.backend)
         move = np.array([1.0, 0, 0, 0, 0, 0, 1.0], np.float32)
         with pytest.raises(SimCrashedError, match="renderer froze"):
             for _ in range(40):

@@ -66,6 +66,7 @@ class DemoDataset(Dataset):
         self._pid = os.getpid()
         self.cache_bytes = cache_bytes
         self._frames: dict[tuple[int, str], np.ndarray] = {}
+        self._streamed: set[tuple[int, str]] = set()
         self._cache_free = cache_bytes
         self._batch_augment = (
             BatchAugment(image_transform) if hasattr(image_transform, "transforms") else None
@@ -124,15 +125,18 @@ class DemoDataset(Dataset):
     def frame(self, e: int, camera: str, t: int) -> np.ndarray:
         """Frame ``t`` of episode ``e``: from memory when the episode is cached or fits the budget."""
         frames = self._frames.get((e, camera))
+        if frames is not None:
+            return frames[t]
         ep = self.episodes[e]
-        if frames is None:
-            src, f = self.sources[ep.file], self._handle(ep.file)
-            shape = src.image_dataset(f, ep.demo, camera).shape
-            if int(np.prod(shape)) > self._cache_free:
-                return src.read_frame(f, ep.demo, camera, t)
-            frames = self._frames[(e, camera)] = src.read_frames(f, ep.demo, camera)
-            self._cache_free -= frames.nbytes
-        return frames[t]
+        src, f = self.sources[ep.file], self._handle(ep.file)
+        # the budget only shrinks: an episode that did not fit once streams from then on, unmeasured
+        if (e, camera) not in self._streamed:
+            if int(np.prod(src.image_dataset(f, ep.demo, camera).shape)) <= self._cache_free:
+                frames = self._frames[(e, camera)] = src.read_frames(f, ep.demo, camera)
+                self._cache_free -= frames.nbytes
+                return frames[t]
+            self._streamed.add((e, camera))
+        return src.read_frame(f, ep.demo, camera, t)
 
     @property
     def cached_bytes(self) -> int:
@@ -156,15 +160,12 @@ class DemoDataset(Dataset):
             index, seed = key if isinstance(key, tuple) else (key, None)
             with cpu_rng_seeded(seed) if seed is not None else contextlib.nullcontext():
                 pending.append(self._sample(int(index), self._batch_augment.prepare))
-        batch = default_collate([{k: v for k, v in s.items() if k not in self._image_keys} for s in pending])
-        for cam in self.cameras:
-            images, factors = zip(*(s[keys.image_key(cam)] for s in pending), strict=True)
-            batch[keys.image_key(cam)] = self._batch_augment.finish(list(images), list(factors))
+        image_keys = [keys.image_key(cam) for cam in self.cameras]
+        batch = default_collate([{k: v for k, v in s.items() if k not in image_keys} for s in pending])
+        for key in image_keys:
+            images, factors = zip(*(s[key] for s in pending), strict=True)
+            batch[key] = self._batch_augment.finish(list(images), list(factors))
         return batch
-
-    @property
-    def _image_keys(self) -> set[str]:
-        return {keys.image_key(cam) for cam in self.cameras}
 
     def _sample(self, index: int, transform=None) -> dict:
         e, t = int(self._ep_of[index]), int(self._t_of[index])
@@ -217,7 +218,7 @@ class DemoDataset(Dataset):
         state = self.__dict__.copy()
         state["_handles"] = {}  # h5py handles cannot be pickled (spawn start method); workers reopen
         # a spawned worker fills a cache of its own (a forked one shares the parent's pages)
-        state["_frames"], state["_cache_free"] = {}, self.cache_bytes
+        state["_frames"], state["_streamed"], state["_cache_free"] = {}, set(), self.cache_bytes
         return state
 
     def close(self) -> None:
