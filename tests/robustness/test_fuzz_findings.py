@@ -165,11 +165,16 @@ def test_a_frame_past_a_short_image_dataset_is_a_data_error(demos):
 
 
 def _forget_the_first_chunk_index(path) -> None:
-    """Zero the entry count of the file's first B-tree node of raw-data chunks (signature TREE,
-    node type 1): HDF5 then finds none of demo_0's frame chunks."""
+    """Zero the entry count of the B-tree node of raw-data chunks (signature TREE, node type 1) that
+    indexes demo_0's frames: HDF5 then finds none of its chunks. The node is the one whose first
+    child is frame 0's chunk (every array is chunked, so it is not simply the file's first)."""
+    with h5py.File(path, "r") as f:
+        frames = f["data/demo_0/obs/agentview_rgb"]
+        first_chunk = frames.id.get_chunk_info(0).byte_offset.to_bytes(8, "little")
+        key_bytes = 8 + 8 * (frames.ndim + 1)  # chunk size, filter mask, one offset per dim + 1
     data = bytearray(path.read_bytes())
     at = data.index(b"TREE")
-    while data[at + 4] != 1:  # type 0 nodes index groups
+    while data[at + 4] != 1 or data[at + 24 + key_bytes : at + 32 + key_bytes] != first_chunk:
         at = data.index(b"TREE", at + 1)
     data[at + 6 : at + 8] = bytes(2)
     path.write_bytes(bytes(data))
